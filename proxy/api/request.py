@@ -1,0 +1,193 @@
+"""The whole request schema of `POST /v2/router/completions` as msgspec structs.
+
+Every field of the spec is here, including the ones a later stage implements, so a bad value is
+rejected with the field's path before any routing happens. Ranges come from the spec's schema
+and, where the schema only states them in prose (temperature, top_p, stop), from that prose.
+Integral floats are accepted where integers are meant (decoded with strict=False), because the
+orq SDK sends `retry.count: 3.0`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+# -- scalar constraints ---------------------------------------------------------------------------
+Penalty = Annotated[float, Meta(ge=-2, le=2)]
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+Probability = Annotated[float, Meta(ge=0, le=1)]
+MaxTokens = Annotated[int, Meta(ge=0)]
+ChoiceCount = Annotated[int, Meta(ge=1, le=128)]
+StatusCode = Annotated[int, Meta(ge=100, le=599)]
+RetryCount = Annotated[int, Meta(ge=1, le=5)]
+CacheTtl = Annotated[float, Meta(ge=1, le=259200)]
+Weight = Annotated[float, Meta(ge=0.001, le=1)]
+TimeoutMs = Annotated[float, Meta(ge=1)]
+TopK = Annotated[int, Meta(ge=1, le=100)]
+NonEmptyStr = Annotated[str, Meta(min_length=1)]
+StopSequences = Annotated[list[str], Meta(max_length=4)]
+
+
+class Base(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """Unknown fields are ignored (DESIGN.md); None/default fields are left out when encoded."""
+
+
+# -- routing ----------------------------------------------------------------------------------------
+class Fallback(Base):
+    model: NonEmptyStr
+
+
+class Retry(Base):
+    count: RetryCount = 3
+    on_codes: Annotated[list[StatusCode], Meta(min_length=1)] = msgspec.field(default_factory=lambda: [429])
+
+
+class Cache(Base):
+    type: Literal["exact_match"]
+    ttl: CacheTtl = 1800
+
+
+class WeightedModel(Base):
+    model: NonEmptyStr
+    weight: Weight = 0.5
+
+
+class LoadBalancer(Base):
+    type: Literal["weight_based"]
+    models: Annotated[list[WeightedModel], Meta(min_length=1)]
+
+
+class Timeout(Base):
+    call_timeout: TimeoutMs
+
+
+# -- thinking (a tagged union on `type`) --------------------------------------------------------------
+class ThinkingDisabled(Base, tag_field="type", tag="disabled"):
+    pass
+
+
+class ThinkingEnabled(Base, tag_field="type", tag="enabled"):
+    budget_tokens: Annotated[int, Meta(ge=1024)]
+    thinking_level: Literal["low", "medium", "high"] | None = None
+
+
+class ThinkingAdaptive(Base, tag_field="type", tag="adaptive"):
+    pass
+
+
+Thinking = ThinkingDisabled | ThinkingEnabled | ThinkingAdaptive
+
+
+# -- the deprecated `orq` block -----------------------------------------------------------------------
+class Identity(Base):
+    id: NonEmptyStr
+    display_name: str | None = None
+    email: Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    metadata: list[dict[str, Any]] | None = None
+    logo_url: str | None = None
+    tags: list[str] | None = None
+
+
+class Thread(Base):
+    id: NonEmptyStr
+    tags: list[str] | None = None
+
+
+class PromptRef(Base):
+    id: NonEmptyStr
+    version: Literal["latest"]
+
+
+class InputItem(Base):
+    key: NonEmptyStr
+    value: Any = None
+    is_pii: bool = False
+
+
+class SearchOptions(Base):
+    include_vectors: bool | None = None
+    include_metadata: bool | None = None
+    include_scores: bool | None = None
+
+
+class RerankConfig(Base):
+    model: NonEmptyStr
+    threshold: Probability = 0
+    top_k: TopK = 10
+
+
+class AgenticRagConfig(Base):
+    model: NonEmptyStr
+
+
+class KnowledgeBaseQuery(Base):
+    knowledge_id: NonEmptyStr
+    top_k: TopK | None = None
+    threshold: Probability | None = None
+    search_type: Literal["vector_search", "keyword_search", "hybrid_search"] = "hybrid_search"
+    # Validated into a typed tree by proxy.api.filters (msgspec cannot union two object shapes).
+    filter_by: dict[str, Any] | None = None
+    search_options: SearchOptions | None = None
+    rerank_config: RerankConfig | None = None
+    agentic_rag_config: AgenticRagConfig | None = None
+    query: str | None = None
+
+
+class Orq(Base):
+    name: str | None = None
+    retry: Retry | None = None
+    fallbacks: list[Fallback] | None = None
+    prompt: PromptRef | None = None
+    identity: Identity | None = None
+    contact: Identity | None = None  # deprecated alias of identity, same schema
+    thread: Thread | None = None
+    inputs: dict[str, Any] | list[InputItem] | None = None
+    cache: Cache | None = None
+    knowledge_bases: list[KnowledgeBaseQuery] | None = None
+    load_balancer: LoadBalancer | None = None
+    timeout: Timeout | None = None
+
+
+# -- the request ---------------------------------------------------------------------------------------
+class CompletionRequest(Base):
+    # `model` and `prompt` are required by the spec; they are checked after decoding so the error
+    # can say which is missing in the same shape as every other error, and so a stored prompt
+    # (`orq.prompt`) can stand in for `prompt`.
+    model: str | None = None
+    prompt: str | list[str] | None = None
+    echo: bool | None = None
+    frequency_penalty: Penalty | None = None
+    max_tokens: MaxTokens | None = None
+    presence_penalty: Penalty | None = None
+    seed: int | None = None
+    stop: str | StopSequences | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    n: ChoiceCount | None = None
+    user: str | None = None
+    name: str | None = None
+    fallbacks: list[Fallback] | None = None
+    retry: Retry | None = None
+    cache: Cache | None = None
+    load_balancer: LoadBalancer | None = None
+    timeout: Timeout | None = None
+    thinking: Thinking | None = None
+    orq: Orq | None = None
+    stream: bool = False
+
+
+# The generation parameters forwarded to providers and hashed into the cache key, with the spec's
+# defaults (a client that omits a field and one that sends the default ask for the same thing).
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "echo": False,
+    "frequency_penalty": 0,
+    "max_tokens": 16,
+    "presence_penalty": 0,
+    "seed": None,
+    "stop": None,
+    "temperature": 1,
+    "top_p": 1,
+    "n": 1,
+}

@@ -1,0 +1,54 @@
+"""`switchyard serve` and `switchyard check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from proxy.config import DEFAULT_CONFIG, ConfigError, load_config
+
+
+def _default_config() -> Path:
+    """`$SWITCHYARD_CONFIG`, else ./configs/switchyard.yaml, else the copy shipped in the package."""
+    env = os.environ.get("SWITCHYARD_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("configs/switchyard.yaml")
+    return local if local.is_file() else DEFAULT_CONFIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard", description="Async streaming LLM routing proxy")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (overrides server.workers)")
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+
+    path = args.config if args.command == "serve" else args.file
+    path = path or _default_config()
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(f"switchyard: config error: {err}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{path}: ok ({len(config.providers)} providers: {', '.join(config.providers)}; "
+              f"{len(config.auth.keys)} keys; cache {config.cache.backend})")
+        return 0
+    if args.workers is not None:
+        if args.workers < 1:
+            print("switchyard: --workers must be at least 1", file=sys.stderr)
+            return 2
+        config.server.workers = args.workers
+    from proxy.server.workers import serve
+
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Configuration: YAML → `${ENV}` interpolation → msgspec structs → cross-field checks.
+
+Every error names the file and the key path (`providers.openai.base_url`), because a
+service that refuses to start must say exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+from msgspec import Meta
+
+from proxy.providers.registry import PROVIDER_TYPES
+
+PortNumber = Annotated[int, Meta(ge=1, le=65535)]
+Positive = Annotated[float, Meta(gt=0)]
+
+
+class ConfigError(Exception):
+    pass
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Config structs refuse unknown keys: a typo in a config file should not pass silently."""
+
+
+class Listener(Strict):
+    host: str = "127.0.0.1"
+    port: PortNumber = 9464
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: PortNumber = 8080
+    workers: Annotated[int, Meta(ge=1, le=256)] = 1
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576
+    max_request_seconds: Positive = 600.0
+    shutdown_grace_seconds: Annotated[float, Meta(ge=0)] = 30.0
+    metrics: Listener | None = None  # a separate /metrics listener, so it need not be public
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class KeyConfig(Strict):
+    name: Annotated[str, Meta(min_length=1)]
+    key: str | None = None
+    key_sha256: Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    models: list[str] | None = None  # glob patterns of `provider/model` this key may use
+
+
+class AuthConfig(Strict):
+    keys: list[KeyConfig] = msgspec.field(default_factory=list)
+
+
+class ProviderConfig(Strict):
+    type: str
+    base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    connect_timeout_seconds: Positive = 10.0
+    max_connections: Annotated[int, Meta(ge=1)] = 1000
+
+
+class CacheConfig(Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None  # redis://host:port/db
+    max_entries: Annotated[int, Meta(ge=1)] = 10_000
+    max_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
+    namespace: str = "switchyard"
+    timeout_seconds: Positive = 0.25  # a slow Redis degrades to a miss, never a slow request
+
+
+class RoutingConfig(Strict):
+    backoff_base_ms: Annotated[float, Meta(ge=0)] = 250.0
+    backoff_max_ms: Annotated[float, Meta(ge=0)] = 8_000.0
+    retry_after_cap_seconds: Annotated[float, Meta(ge=0)] = 30.0
+
+
+class PromptsConfig(Strict):
+    dir: str | None = None  # a folder of YAML prompt files, relative to the config file
+
+
+class Config(Strict):
+    providers: dict[str, ProviderConfig]
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    aliases: dict[str, str] = msgspec.field(default_factory=dict)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    prompts: PromptsConfig = msgspec.field(default_factory=PromptsConfig)
+    source: str = ""  # the file it came from, filled in by load_config
+
+
+# -- ${ENV} interpolation ------------------------------------------------------------------------------
+_ENV = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, env: dict[str, str], source: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), env, source) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", env, source) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match["name"], match["default"]
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{source}: {path}: environment variable {name} is not set")
+
+        return _ENV.sub(replace, node)
+    return node
+
+
+# -- loading -------------------------------------------------------------------------------------------
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def _error_path(err: msgspec.ValidationError) -> tuple[str, str]:
+    match = _AT.match(str(err))
+    assert match is not None
+    path = (match["path"] or "").lstrip(".")
+    return path or "(top level)", match["what"]
+
+
+def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with at least `providers`")
+    raw = _interpolate(raw, "", dict(os.environ) if env is None else env, source)
+    try:
+        config = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as err:
+        path, what = _error_path(err)
+        raise ConfigError(f"{source}: {path}: {what}") from None
+    config.source = source
+    _check(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    return parse_config(text, str(path))
+
+
+def _check(config: Config, source: str) -> None:
+    def fail(path: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {path}: {message}")
+
+    if not config.providers:
+        raise fail("providers", "at least one provider is required")
+    for name, provider in config.providers.items():
+        if "/" in name or not name:
+            raise fail(f"providers.{name}", "a provider name must be non-empty and contain no '/'")
+        kind = PROVIDER_TYPES.get(provider.type)
+        if kind is None:
+            raise fail(
+                f"providers.{name}.type",
+                f"unknown provider type {provider.type!r} (supported: {', '.join(sorted(PROVIDER_TYPES))})",
+            )
+        if provider.base_url is None:
+            provider.base_url = kind.default_base_url
+        if not provider.base_url or not re.match(r"^https?://", provider.base_url):
+            raise fail(f"providers.{name}.base_url", "must be an http:// or https:// URL")
+    seen: set[str] = set()
+    for i, key in enumerate(config.auth.keys):
+        if key.name in seen:
+            raise fail(f"auth.keys[{i}].name", f"duplicate key name {key.name!r}")
+        seen.add(key.name)
+        if (key.key is None) == (key.key_sha256 is None):
+            raise fail(f"auth.keys[{i}]", "set exactly one of `key` and `key_sha256`")
+        if key.key is not None and len(key.key) < 8:
+            raise fail(f"auth.keys[{i}].key", "is empty or shorter than 8 characters")
+    for alias, target in config.aliases.items():
+        provider = target.split("/", 1)[0]
+        if "/" not in target or provider not in config.providers:
+            raise fail(f"aliases.{alias}", f"{target!r} must be `provider/model` with a configured provider")
+    if config.cache.backend == "redis" and not config.cache.url:
+        raise fail("cache.url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
+    if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():
+        config.prompts.dir = str((Path(source).parent / config.prompts.dir).resolve())
+
+
+DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "switchyard.yaml"

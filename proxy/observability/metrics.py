@@ -1,0 +1,580 @@
+"""Prometheus metrics of the proxy.
+
+Everything the proxy exports lives here, behind a narrow API that the request path calls
+(:class:`Metrics`). Names are prefixed ``switchyard_`` and are a contract for dashboards and
+alerts (``configs/grafana/switchyard.json``, ``configs/prometheus/alerts.yml``).
+
+Label cardinality stays bounded whatever the clients send:
+
+* ``provider``: one of the configured providers, else ``"other"``; an empty/None/``"none"``
+  provider (no provider chosen yet, e.g. auth or validation failure) is ``"none"``.
+* ``model``: the first ``max_models`` distinct values seen by this process are kept, later ones
+  become ``"other"``. A model of an unknown provider is ``"other"`` as well; empty/None is
+  ``"none"``; absurdly long values are ``"other"``.
+* ``route``, ``cache`` and upstream ``status`` are produced by the proxy itself, but are still
+  capped (a bug must not explode the series count).
+
+Multiprocess: when ``PROMETHEUS_MULTIPROC_DIR`` is set, values are written to mmap files in that
+directory (prometheus-client's multiprocess mode); gauges use ``livesum`` (``livemax`` for
+``build_info``) and :meth:`Metrics.render` merges every process's files. The parent calls
+:func:`mark_process_dead` when a worker exits and should empty the directory at start
+(:func:`clear_multiproc_dir`). One :class:`Metrics` instance per process in that mode.
+
+Without the variable every instance has its own private ``CollectorRegistry``.
+
+Hot path: ``.labels()`` children are cached in dicts keyed by the already-bounded label tuples,
+so a request costs a few dict lookups plus the increments themselves.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _pc_multiprocess
+from prometheus_client import (
+    values as _pc_values,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+__all__ = [
+    "NONE",
+    "OTHER",
+    "OVERHEAD_BUCKETS",
+    "REQUEST_BUCKETS",
+    "TTFT_BUCKETS",
+    "Metrics",
+    "clear_multiproc_dir",
+    "mark_process_dead",
+    "multiproc_dir",
+]
+
+# `*_created` series double the series count of every counter and histogram for no practical
+# use; nobody graphs them. (Multiprocess mode never emits them anyway.)
+disable_created_metrics()
+
+ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = (
+    CONTENT_TYPE_PLAIN_0_0_4  # classic text format; every Prometheus version parses it
+)
+
+OTHER = "other"
+NONE = "none"
+
+# Whole requests and upstream calls: a cached answer takes a few ms, a long generation minutes.
+REQUEST_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+)
+# Time to first token: interesting between ~50 ms and a few seconds, so finer there.
+TTFT_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+)
+# The proxy's own time: should be well under a millisecond; the alert fires at p99 > 5 ms.
+OVERHEAD_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+)
+
+_MAX_MODEL_LEN = 200  # longer "model ids" are not model ids
+_MAX_ROUTES = 32
+_MAX_CACHE_RESULTS = 16
+_MAX_STATUSES = 128
+_MAX_DURATION_S = (
+    1e6  # anything outside [0, 1e6] is a bug (NaN, inf, negative): observed as 0
+)
+
+
+def multiproc_dir() -> str | None:
+    """The multiprocess directory from the environment, or None in single-process mode."""
+    return (
+        os.environ.get(ENV_MULTIPROC_DIR)
+        or os.environ.get("prometheus_multiproc_dir")
+        or None
+    )
+
+
+def mark_process_dead(pid: int, path: str | None = None) -> None:
+    """Forget the live gauges of a worker that exited (call from the parent on worker exit).
+
+    Counters and histograms of the dead worker stay (they are cumulative); its in-flight and
+    active-stream contributions disappear. No-op in single-process mode.
+    """
+    path = path or multiproc_dir()
+    if not path or not os.path.isdir(path):
+        return
+    _pc_multiprocess.mark_process_dead(pid, path)
+
+
+def clear_multiproc_dir(path: str | None = None) -> None:
+    """Remove every ``*.db`` file of a multiprocess directory (parent, before starting workers).
+
+    Files left by a previous run would otherwise be merged into the new run's metrics.
+    """
+    path = path or multiproc_dir()
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    for f in glob.glob(os.path.join(path, "*.db")):
+        try:
+            os.remove(f)
+        except FileNotFoundError:
+            pass
+
+
+def _ensure_value_class(multiprocess: bool) -> None:
+    """Make prometheus-client build values of the right kind.
+
+    prometheus-client chooses mmap-backed or in-memory values once, when it is first imported,
+    from the environment. The server may set ``PROMETHEUS_MULTIPROC_DIR`` after that import (for
+    ``--workers N``), so switch the class here, before any metric of ours is constructed.
+    """
+    is_mp = bool(getattr(_pc_values.ValueClass, "_multiprocess", False))
+    if multiprocess and not is_mp:
+        _pc_values.ValueClass = _pc_values.MultiProcessValue()
+    elif not multiprocess and is_mp:
+        _pc_values.ValueClass = _pc_values.MutexValue
+
+
+def _default_version() -> str:
+    try:
+        return importlib.metadata.version("switchyard")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+def _seconds(x: float) -> float:
+    """Durations outside [0, 1e6] (negative from clock skew, NaN, inf) would poison histogram sums."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return x if 0.0 <= x <= _MAX_DURATION_S else 0.0
+
+
+class _Capped:
+    """Maps raw values to label values: the first ``cap`` distinct ones are kept, later ones are "other"."""
+
+    __slots__ = ("_cap", "_max_len", "_seen")
+
+    def __init__(self, cap: int, max_len: int = _MAX_MODEL_LEN) -> None:
+        self._seen: dict[str, str] = {}
+        self._cap = cap
+        self._max_len = max_len
+
+    def __call__(self, value: object) -> str:
+        label = self._seen.get(value)  # type: ignore[arg-type]
+        if label is not None:
+            return label
+        if value is None or value == "":
+            return NONE
+        if not isinstance(value, str):
+            value = str(value)
+            label = self._seen.get(value)
+            if label is not None:
+                return label
+        if len(self._seen) < self._cap and len(value) <= self._max_len:
+            self._seen[value] = value
+            return value
+        return OTHER
+
+
+class Metrics:
+    """Every Prometheus metric of the proxy; the request path calls the methods below."""
+
+    def __init__(
+        self,
+        known_providers: Iterable[str],
+        max_models: int = 200,
+        *,
+        version: str | None = None,
+    ) -> None:
+        self._mp_dir = multiproc_dir()
+        self.multiprocess = self._mp_dir is not None
+        if self.multiprocess and not os.path.isdir(self._mp_dir):  # type: ignore[arg-type]
+            raise ValueError(f"{ENV_MULTIPROC_DIR}={self._mp_dir!r} is not a directory")
+        _ensure_value_class(self.multiprocess)
+
+        self._providers = frozenset(str(p) for p in known_providers)
+        self._model = _Capped(max(0, int(max_models)))
+        self._route = _Capped(_MAX_ROUTES)
+        self._cache = _Capped(_MAX_CACHE_RESULTS)
+        self._ustatus = _Capped(_MAX_STATUSES)
+
+        # Metric objects are registered only in single-process mode; in multiprocess mode they
+        # write to mmap files and render() collects those.
+        if self.multiprocess:
+            self.registry: CollectorRegistry | None = None
+            reg = None
+        else:
+            self.registry = CollectorRegistry(auto_describe=True)
+            reg = self.registry
+            ProcessCollector(registry=reg)
+            PlatformCollector(registry=reg)
+
+        self.requests_total = Counter(
+            "switchyard_requests_total",
+            "Client requests finished, by route, serving provider/model, HTTP status and cache result.",
+            ["route", "provider", "model", "status", "cache"],
+            registry=reg,
+        )
+        self.request_duration = Histogram(
+            "switchyard_request_duration_seconds",
+            "Whole client request duration (for streams: until the last byte), seconds.",
+            ["route", "provider", "model"],
+            buckets=REQUEST_BUCKETS,
+            registry=reg,
+        )
+        self.overhead = Histogram(
+            "switchyard_overhead_seconds",
+            "Proxy's own time per request: total minus time waiting on upstream, seconds.",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=reg,
+        )
+        self.upstream_duration = Histogram(
+            "switchyard_upstream_duration_seconds",
+            "Duration of one upstream attempt, by outcome (HTTP status, timeout, connection_error...), seconds.",
+            ["provider", "model", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=reg,
+        )
+        self.upstream_requests_total = Counter(
+            "switchyard_upstream_requests_total",
+            "Upstream attempts, by outcome (HTTP status, timeout, connection_error...).",
+            ["provider", "model", "status"],
+            registry=reg,
+        )
+        self.ttft = Histogram(
+            "switchyard_time_to_first_token_seconds",
+            "Time from the client request to the first content chunk sent, seconds.",
+            ["provider", "model"],
+            buckets=TTFT_BUCKETS,
+            registry=reg,
+        )
+        self.tokens_total = Counter(
+            "switchyard_tokens_total",
+            "Tokens reported by upstream usage, by type (prompt|completion).",
+            ["provider", "model", "type"],
+            registry=reg,
+        )
+        self.retries_total = Counter(
+            "switchyard_retries_total",
+            "Retries of the same candidate after a retryable failure.",
+            ["provider", "model"],
+            registry=reg,
+        )
+        self.fallbacks_total = Counter(
+            "switchyard_fallbacks_total",
+            "Candidates that finally failed and were left for the next fallback (labels: the failed one).",
+            ["provider", "model"],
+            registry=reg,
+        )
+        self.cache_requests_total = Counter(
+            "switchyard_cache_requests_total",
+            "Response cache lookups by result (hit|miss|error).",
+            ["result"],
+            registry=reg,
+        )
+        self.in_flight = Gauge(
+            "switchyard_in_flight_requests",
+            "Client requests being handled now (streams included).",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.active_streams = Gauge(
+            "switchyard_active_streams",
+            "Streaming (SSE) client requests being handled now.",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.build_info = Gauge(
+            "switchyard_build_info",
+            "Always 1; the version label tells which build runs.",
+            ["version"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.build_info.labels(version or _default_version()).set(1)
+
+        # Process-local counts behind the gauges: gauges are set from these, so they can never go
+        # below zero, and in multiprocess mode each process owns exactly its share (livesum).
+        self._n_in_flight = 0
+        self._n_streams = 0
+        self.in_flight.set(0)
+        self.active_streams.set(0)
+
+        # label tuple -> children
+        self._finish_children: dict[tuple, tuple] = {}
+        self._upstream_children: dict[tuple, tuple] = {}
+        self._ttft_children: dict[tuple, object] = {}
+        self._token_children: dict[tuple, tuple] = {}
+        self._retry_children: dict[tuple, object] = {}
+        self._fallback_children: dict[tuple, object] = {}
+        self._cache_children: dict[str, object] = {}
+
+    # ---------------------------------------------------------------- label bounding
+    def _pm(self, provider: object, model: object) -> tuple[str, str]:
+        if provider in self._providers:
+            return provider, self._model(model)  # type: ignore[return-value]
+        if provider is None or provider == "" or provider == NONE:
+            return NONE, (
+                NONE if model is None or model == "" or model == NONE else OTHER
+            )
+        return OTHER, OTHER
+
+    def _stable(self, provider: object, model: object, model_label: str) -> bool:
+        """May (provider, model) be used as a cache key as is? Only when it maps to a bounded
+        label pair (known provider and stored or empty model, or both empty), so the child caches
+        never grow with unbounded client-controlled values."""
+        empty_model = model is None or model == ""
+        if provider in self._providers:
+            return empty_model or model_label == model
+        return (provider is None or provider == "" or provider == NONE) and (
+            empty_model or model == NONE
+        )
+
+    # ---------------------------------------------------------------- gauges
+    def request_started(self, stream: bool) -> None:
+        """A client request entered the proxy. Pair with exactly one request_finished, whose `stream`
+        is True iff this call had stream=True or stream_started() was called for the request."""
+        self._n_in_flight += 1
+        self.in_flight.set(self._n_in_flight)
+        if stream:
+            self._n_streams += 1
+            self.active_streams.set(self._n_streams)
+
+    def stream_started(self) -> None:
+        """The request turned out to be a stream (known only after routing): active streams +1.
+
+        For a request started with ``request_started(stream=False)``; its ``request_finished`` must
+        then pass ``stream=True`` (and only then), exactly as if it had started as a stream.
+        """
+        self._n_streams += 1
+        self.active_streams.set(self._n_streams)
+
+    def request_finished(
+        self,
+        *,
+        route: str,
+        provider: str,
+        model: str,
+        status: int,
+        cache: str,
+        stream: bool,
+        duration_s: float,
+        overhead_s: float,
+    ) -> None:
+        """A client request is done (response or stream fully written, or failed, or cancelled)."""
+        # Gauges first: whatever happens below, what request_started added is taken back.
+        if self._n_in_flight > 0:
+            self._n_in_flight -= 1
+            self.in_flight.set(self._n_in_flight)
+        if stream and self._n_streams > 0:
+            self._n_streams -= 1
+            self.active_streams.set(self._n_streams)
+
+        key = (route, provider, model, status, cache)
+        children = self._finish_children.get(key)
+        if children is None:
+            children = self._finish_children_for(route, provider, model, status, cache)
+        counter, duration, overhead = children
+        counter.inc()
+        duration.observe(_seconds(duration_s))
+        overhead.observe(_seconds(overhead_s))
+
+    def _finish_children_for(self, route, provider, model, status, cache) -> tuple:
+        r = self._route(route)
+        p, m = self._pm(provider, model)
+        s = str(status) if status is not None else NONE
+        if len(s) > 3 or not s.isdigit():  # HTTP status codes only
+            s = OTHER
+        c = self._cache(cache)
+        norm = (r, p, m, s, c)
+        children = self._finish_children.get(norm)
+        if children is None:
+            children = (
+                self.requests_total.labels(r, p, m, s, c),
+                self.request_duration.labels(r, p, m),
+                self.overhead.labels(r),
+            )
+            self._finish_children[norm] = children
+        # Also cache under the raw key when every raw value is a stable, bounded one (a stored
+        # label or empty), so the dict is bounded by the label cardinality, never by what clients
+        # sent, and the next identical call is one dict lookup.
+        if (
+            self._stable(provider, model, m)
+            and _is_label(self._route, route)
+            and _is_label(self._cache, cache)
+            and s != OTHER
+            and (status is None or isinstance(status, int) or status == s)
+        ):
+            self._finish_children[(route, provider, model, status, cache)] = children
+        return children
+
+    # ---------------------------------------------------------------- upstream
+    def upstream_finished(
+        self, *, provider: str, model: str, status: str, duration_s: float
+    ) -> None:
+        """One upstream attempt ended: status is the HTTP status ("200", "429"...) or "timeout",
+        "connection_error"...; duration_s is the time waited on upstream for this attempt."""
+        key = (provider, model, status)
+        children = self._upstream_children.get(key)
+        if children is None:
+            p, m = self._pm(provider, model)
+            s = self._ustatus(status)
+            norm = (p, m, s)
+            children = self._upstream_children.get(norm)
+            if children is None:
+                children = (
+                    self.upstream_requests_total.labels(p, m, s),
+                    self.upstream_duration.labels(p, m, s),
+                )
+                self._upstream_children[norm] = children
+            if self._stable(provider, model, m) and s == status:
+                self._upstream_children[key] = children
+        counter, hist = children
+        counter.inc()
+        hist.observe(_seconds(duration_s))
+
+    def first_token(self, *, provider: str, model: str, seconds: float) -> None:
+        """The first content chunk was sent `seconds` after the request arrived."""
+        key = (provider, model)
+        child = self._ttft_children.get(key)
+        if child is None:
+            child = self._pm_child(
+                self._ttft_children, provider, model, self.ttft.labels
+            )
+        child.observe(_seconds(seconds))  # type: ignore[attr-defined]
+
+    def tokens(
+        self, *, provider: str, model: str, prompt: int, completion: int
+    ) -> None:
+        """Usage reported by upstream (or by the cached response). None/negative counts are skipped."""
+        children = self._token_children.get((provider, model))
+        if children is None:
+            children = self._pm_child(
+                self._token_children, provider, model, self._token_pair
+            )
+        if prompt and prompt > 0:
+            children[0].inc(prompt)
+        if completion and completion > 0:
+            children[1].inc(completion)
+
+    def retry(self, *, provider: str, model: str) -> None:
+        """The same candidate is tried again."""
+        child = self._retry_children.get((provider, model))
+        if child is None:
+            child = self._pm_child(
+                self._retry_children, provider, model, self.retries_total.labels
+            )
+        child.inc()  # type: ignore[attr-defined]
+
+    def fallback(self, *, provider: str, model: str) -> None:
+        """The candidate (provider, model) finally failed and the next one is tried."""
+        child = self._fallback_children.get((provider, model))
+        if child is None:
+            child = self._pm_child(
+                self._fallback_children, provider, model, self.fallbacks_total.labels
+            )
+        child.inc()  # type: ignore[attr-defined]
+
+    def _token_pair(self, p: str, m: str) -> tuple:
+        return self.tokens_total.labels(p, m, "prompt"), self.tokens_total.labels(
+            p, m, "completion"
+        )
+
+    def _pm_child(self, cache: dict, provider, model, make: Callable[[str, str], Any]):
+        """Slow path of the (provider, model) metrics: bound the labels, build the child
+        with make(provider_label, model_label) once, cache it under the bounded labels and,
+        when stable, under the raw pair too."""
+        p, m = self._pm(provider, model)
+        child = cache.get((p, m))
+        if child is None:
+            child = cache[(p, m)] = make(p, m)
+        if self._stable(provider, model, m):
+            cache[(provider, model)] = child
+        return child
+
+    # ---------------------------------------------------------------- cache
+    def cache_result(self, result: str) -> None:
+        """Outcome of a response-cache lookup: "hit" | "miss" | "error"."""
+        child = self._cache_children.get(result)
+        if child is None:
+            r = self._cache(result)
+            child = self._cache_children.get(r)
+            if child is None:
+                child = self.cache_requests_total.labels(r)
+                self._cache_children[r] = child
+            if r == result:
+                self._cache_children[result] = child
+        child.inc()  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- exposition
+    def render(self) -> tuple[bytes, str]:
+        """(body, content type) for GET /metrics; in multiprocess mode merges every process."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            _pc_multiprocess.MultiProcessCollector(registry, path=self._mp_dir)
+            return generate_latest(registry), CONTENT_TYPE
+        return generate_latest(self.registry), CONTENT_TYPE  # type: ignore[arg-type]
+
+
+def _is_label(capped: _Capped, value: object) -> bool:
+    """True when `value` maps to itself (a stored label) or is empty (always "none")."""
+    if value is None or value == "":
+        return True
+    return isinstance(value, str) and capped(value) == value

@@ -1,0 +1,76 @@
+"""Who is calling: bearer keys from the config, compared in constant time, and which models
+each key may use."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from fnmatch import translate
+
+from proxy.api.errors import ErrorCode, ErrorType, ProxyError
+from proxy.config import KeyConfig
+from proxy.pipeline.call import Call
+from proxy.pipeline.stage import Next
+from proxy.providers.base import Result
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    name: str  # the tenant: cache entries and logs are scoped by it, never by the secret
+    digest: bytes
+    allowed: re.Pattern[str] | None  # None: every model
+
+    def may_use(self, model: str) -> bool:
+        return self.allowed is None or self.allowed.match(model) is not None
+
+
+def _api_key(config: KeyConfig) -> ApiKey:
+    if config.key is not None:
+        digest = hashlib.sha256(config.key.encode()).digest()
+    else:
+        assert config.key_sha256 is not None
+        digest = bytes.fromhex(config.key_sha256)
+    allowed = None
+    if config.models is not None:
+        allowed = re.compile("|".join(f"(?:{translate(glob)})" for glob in config.models) or "(?!)")
+    return ApiKey(config.name, digest, allowed)
+
+
+_UNAUTHORIZED = "Missing or invalid API key: send `Authorization: Bearer <key>`"
+
+
+class KeyRing:
+    def __init__(self, keys: list[KeyConfig]) -> None:
+        self.keys = [_api_key(k) for k in keys]
+
+    def authenticate(self, authorization: str | None) -> ApiKey:
+        if not authorization or not authorization[:7].lower() == "bearer ":
+            raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
+        digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
+        found: ApiKey | None = None
+        for key in self.keys:  # no early exit: every key is compared every time
+            if hmac.compare_digest(digest, key.digest):
+                found = key
+        if found is None:
+            raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
+        return found
+
+
+class Authorize:
+    """Stage: every model the request may reach must be in the key's allowlist."""
+
+    async def __call__(self, call: Call, next: Next) -> Result:
+        key, route = call.key, call.route
+        if key is not None and key.allowed is not None and route is not None:
+            for target, param in route.named:
+                if not key.may_use(target.label):
+                    raise ProxyError(
+                        403,
+                        f"API key {key.name!r} may not use model {target.label!r}",
+                        type=ErrorType.permission,
+                        param=param,
+                        code=ErrorCode.insufficient_scope,
+                    )
+        return await next(call)

@@ -1,0 +1,23 @@
+"""Stage: `timeout.call_timeout` bounds one attempt — for a stream, until its first chunk
+(connectors return a stream only once that chunk is in). A timeout becomes a 408 failure."""
+
+from __future__ import annotations
+
+import asyncio
+
+from proxy.pipeline.call import Call
+from proxy.pipeline.stage import Next
+from proxy.providers.base import Result, timeout_error
+
+
+class Timeout:
+    async def __call__(self, call: Call, next: Next) -> Result:
+        assert call.route is not None and call.target is not None
+        seconds = call.route.call_timeout_seconds
+        if seconds is None:
+            return await next(call)
+        try:
+            async with asyncio.timeout(seconds):
+                return await next(call)
+        except TimeoutError:
+            raise timeout_error(call.target, seconds) from None

@@ -1,0 +1,215 @@
+"""`type: openai` — OpenAI and every server that speaks its `/v1/completions` wire format
+(vLLM, llama.cpp, Ollama, Together, Groq, DeepSeek, Mistral, OpenRouter, …)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+import msgspec
+
+from proxy.api.errors import ProxyError, upstream_error
+from proxy.api.response import FINISH_REASONS, Choice, Completion
+from proxy.pipeline.call import Call, Target
+from proxy.providers.base import (
+    ChunkStream,
+    Connector,
+    UpstreamError,
+    connection_error,
+    protocol_error,
+)
+from proxy.providers.openai import wire
+from proxy.providers.sse import SSEParser
+
+_encode = msgspec.json.Encoder().encode
+_completion_decoder = _chunk_decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
+_error_decoder = msgspec.json.Decoder(wire.ErrorEnvelope)
+
+# Every stream chunk must carry a finish_reason from the spec's enum (DESIGN.md: the orq SDK
+# rejects null), so a chunk of a choice still in progress says "stop"; the final chunk carries
+# the upstream's real reason.
+_IN_PROGRESS = "stop"
+
+
+def _retry_after(headers: aiohttp.typedefs.LooseHeaders) -> float | None:
+    value = headers.get("retry-after-ms")  # type: ignore[union-attr]
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")  # type: ignore[union-attr]
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _error_from_body(target: Target, status: int, raw: bytes, headers: aiohttp.typedefs.LooseHeaders) -> UpstreamError:
+    """The upstream's own error object, kept as it is when it has OpenAI's shape."""
+    try:
+        body = _error_decoder.decode(raw).error
+        base = ProxyError(status, body.message, type=upstream_error(status, "").type, param=body.param,
+                          code=body.code if isinstance(body.code, str) else upstream_error(status, "").code)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        text = raw[:300].decode("utf-8", "replace").strip() or f"HTTP {status}"
+        base = upstream_error(status, f"{target.label}: {text}")
+    return UpstreamError(base, retry_after=_retry_after(headers))
+
+
+def _finish_reason(reason: str | None, in_progress: str) -> str:
+    # Servers add their own reasons (vLLM's "abort", llama.cpp's "eos"); the spec's enum has four.
+    if reason is None:
+        return in_progress
+    return reason if reason in FINISH_REASONS else "stop"
+
+
+def _choices(upstream: wire.UpstreamCompletion, in_progress: str = "stop") -> list[Choice]:
+    return [Choice(c.text, c.index, _finish_reason(c.finish_reason, in_progress)) for c in upstream.choices]  # type: ignore[arg-type]
+
+
+class OpenAIConnector(Connector):
+    session: aiohttp.ClientSession
+    url: str
+
+    async def start(self) -> None:
+        headers = {"Content-Type": "application/json", **self.config.headers}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300),
+            headers=headers,
+            # Per-attempt deadlines come from the pipeline's timeout stage, not from here.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds),
+            auto_decompress=True,
+        )
+        assert self.config.base_url is not None
+        self.url = self.config.base_url.rstrip("/") + "/completions"
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _body(self, call: Call, target: Target) -> bytes:
+        request = call.request
+        return _encode(
+            wire.UpstreamRequest(
+                model=target.model,
+                prompt=call.prompt,
+                stream=call.stream,
+                stream_options=wire.StreamOptions() if call.stream else None,
+                user=request.user,
+                **call.params,
+            )
+        )
+
+    async def _post(self, call: Call, target: Target) -> aiohttp.ClientResponse:
+        try:
+            return await self.session.post(self.url, data=self._body(call, target),
+                                           headers={"X-Request-ID": call.request_id})
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target, type(err).__name__) from None
+
+    async def complete(self, call: Call, target: Target) -> Completion:
+        response = await self._post(call, target)
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target, type(err).__name__) from None
+        finally:
+            response.release()
+        if response.status >= 400:
+            raise _error_from_body(target, response.status, raw, response.headers)
+        try:
+            upstream = _completion_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            raise protocol_error(target, str(err)) from None
+        return Completion(
+            id=upstream.id,
+            choices=_choices(upstream),
+            created=upstream.created,
+            model=upstream.model or target.model,
+            object=upstream.object,
+            system_fingerprint=upstream.system_fingerprint,
+            usage=upstream.usage,
+        )
+
+    async def stream(self, call: Call, target: Target) -> ChunkStream:
+        response = await self._post(call, target)
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            except (aiohttp.ClientError, OSError):
+                raw = b""
+            finally:
+                response.release()
+            raise _error_from_body(target, response.status, raw, response.headers)
+        if not response.content_type.startswith("text/event-stream"):
+            response.close()
+            raise protocol_error(target, f"expected text/event-stream, got {response.content_type}")
+        return await ChunkStream.open(self._chunks(response, target), response.close, call)
+
+    async def _chunks(self, response: aiohttp.ClientResponse, target: Target) -> AsyncIterator[Completion]:
+        parser = SSEParser()
+        # OpenAI sends the usage in a last chunk with no choices; it is folded into the chunk that
+        # finished, so the final chunk carries both the real finish_reason and the usage.
+        held: Completion | None = None
+        try:
+            async for data in response.content.iter_any():
+                for event in parser.feed(data):
+                    if event == b"[DONE]":
+                        if held is not None:
+                            yield held
+                        return
+                    chunk, finished = self._chunk(event, target)
+                    if held is not None:
+                        if not chunk.choices and chunk.usage is not None:
+                            held.usage = chunk.usage
+                            continue
+                        yield held
+                        held = None
+                    if finished:
+                        held = chunk
+                    elif chunk.choices or chunk.usage is not None:
+                        yield chunk
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target, f"stream cut: {type(err).__name__}") from None
+        raise protocol_error(target, "stream ended without [DONE]")
+
+    def _chunk(self, event: bytes, target: Target) -> tuple[Completion, bool]:
+        """One upstream event as our chunk, and whether it finishes a choice."""
+        try:
+            upstream = _chunk_decoder.decode(event)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            error = _error_in_stream(event)
+            if error is not None:
+                raise error from None
+            raise protocol_error(target, "undecodable stream event") from None
+        chunk = Completion(
+            id=upstream.id,
+            choices=_choices(upstream, _IN_PROGRESS),
+            created=upstream.created,
+            model=upstream.model or target.model,
+            object=upstream.object,
+            system_fingerprint=upstream.system_fingerprint,
+            usage=upstream.usage,
+        )
+        return chunk, any(c.finish_reason for c in upstream.choices)
+
+
+def _error_in_stream(event: bytes) -> UpstreamError | None:
+    """OpenAI reports a failure mid-stream as `data: {"error": {...}}`."""
+    try:
+        body = _error_decoder.decode(event).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return UpstreamError(upstream_error(502, body.message))
+
+
+CONNECTOR = OpenAIConnector

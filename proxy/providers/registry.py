@@ -1,0 +1,28 @@
+"""Provider types: the one place a new connector is registered.
+
+Kept free of imports of the connectors themselves so the config can validate `type` without
+pulling in aiohttp client code; `connector_class` imports lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from proxy.providers.base import Connector
+
+
+class ProviderType(NamedTuple):
+    module: str  # module holding a `Connector` subclass named `CONNECTOR`
+    default_base_url: str
+
+
+PROVIDER_TYPES: dict[str, ProviderType] = {
+    "openai": ProviderType("proxy.providers.openai.connector", "https://api.openai.com/v1"),
+}
+
+
+def connector_class(type_name: str) -> type[Connector]:
+    module = importlib.import_module(PROVIDER_TYPES[type_name].module)
+    return module.CONNECTOR  # type: ignore[no-any-return]

@@ -1,0 +1,137 @@
+"""HTTP handlers. The completions handler is the request's whole life: authenticate, decode,
+route, run the pipeline, answer (JSON or SSE), then count and log it once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from proxy.api.decode import decode_request
+from proxy.api.errors import ErrorCode, ErrorType, ProxyError
+from proxy.api.request import CompletionRequest
+from proxy.api.response import Completion, encoder
+from proxy.observability.request_log import log_request
+from proxy.pipeline.call import Call
+from proxy.pipeline.routing import resolve_route
+from proxy.providers.base import ChunkStream
+from proxy.server import sse
+from proxy.server.state import SERVER
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_GENERATION_FIELDS = ("echo", "frequency_penalty", "max_tokens", "presence_penalty", "seed", "stop",
+                      "temperature", "top_p", "n")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_id(request: web.Request) -> str:
+    incoming = request.headers.get("X-Request-ID")
+    if incoming and _REQUEST_ID.match(incoming):
+        return incoming
+    return os.urandom(16).hex()
+
+
+def generation_params(request: CompletionRequest) -> dict[str, object]:
+    """The parameters the client set; upstreams apply the spec's defaults (they are OpenAI's)."""
+    return {name: value for name in _GENERATION_FIELDS if (value := getattr(request, name)) is not None}
+
+
+def error_response(err: ProxyError, rid: str) -> web.Response:
+    return web.Response(status=err.status, body=err.body(), content_type="application/json",
+                        headers={"x-request-id": rid, **err.headers})
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    too_large = ProxyError(413, f"Request body is larger than {limit} bytes", code=ErrorCode.payload_too_large)
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+
+
+def _result_headers(call: Call) -> dict[str, str]:
+    overhead_ms = (time.perf_counter() - call.started - call.upstream_seconds) * 1000
+    headers = {
+        "x-request-id": call.request_id,
+        "x-switchyard-attempts": str(len(call.attempts)),
+        "x-switchyard-overhead-ms": f"{overhead_ms:.3f}",
+    }
+    if call.served is not None:
+        headers["x-switchyard-model"] = call.served.label
+    if call.cache_status is not None:
+        headers["x-switchyard-cache"] = call.cache_status
+    return headers
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    server = request.app[SERVER]
+    runtime = server.runtime  # a reload swaps it; this request keeps the one it started with
+    limits = runtime.config.server
+    rid = request_id(request)
+    call: Call | None = None
+    status = 500
+    counted = False  # in the in-flight gauges once the body says whether it streams
+    try:
+        key = runtime.keys.authenticate(request.headers.get("Authorization"))
+        body = await _read_body(request, limits.max_body_bytes)
+        decoded = decode_request(body)
+        server.metrics.request_started(stream=decoded.stream)
+        counted = True
+        call = Call(rid, decoded, key=key)
+        call.deadline = call.started + limits.max_request_seconds
+        call.route = resolve_route(decoded, runtime.resolve)
+        call.prompt = decoded.prompt if decoded.prompt is not None else ""
+        call.params = generation_params(decoded)
+        assert runtime.pipeline is not None
+        async with asyncio.timeout(limits.max_request_seconds):
+            result = await runtime.pipeline(call)
+            if isinstance(result, ChunkStream):
+                status = 200
+                response = await sse.relay(request, call, result, _result_headers(call))
+                if "stream_error" in call.log:
+                    status = call.log["stream_error"]["status"]
+                return response
+        assert isinstance(result, Completion)
+        call.usage = result.usage
+        status = 200
+        return web.Response(body=encoder.encode(result), content_type="application/json",
+                            headers=_result_headers(call))
+    except ProxyError as err:
+        status = err.status
+        return error_response(err, rid)
+    except TimeoutError:
+        status = 504
+        return error_response(
+            ProxyError(504, f"Request did not finish within {limits.max_request_seconds:g} s",
+                       type=ErrorType.timeout, code=ErrorCode.request_timeout),
+            rid,
+        )
+    except asyncio.CancelledError:
+        status = 499  # the client went away; nginx's name for it
+        raise
+    finally:
+        server.metrics.request_done(call, status, counted)
+        log_request(server.logger, rid, call, status, request.path)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[SERVER].draining:
+        return web.json_response({"status": "draining"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[SERVER].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
