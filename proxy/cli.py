@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from proxy.config import DEFAULT_CONFIG, ConfigError, load_config
+from proxy.prompts import PromptRegistry
 
 
 def _default_config() -> Path:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     path = path or _default_config()
     try:
         config = load_config(path)
+        PromptRegistry.load(config.prompts.dir)  # stored prompts are part of the config
     except ConfigError as err:
         print(f"switchyard: config error: {err}", file=sys.stderr)
         return 2

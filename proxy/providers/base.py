@@ -60,7 +60,7 @@ class ChunkStream:
     still act; afterwards chunks are relayed one at a time, never queued.
     """
 
-    __slots__ = ("_chunks", "_ahead", "_close", "_call", "closed")
+    __slots__ = ("_chunks", "_ahead", "_close", "_call", "closed", "on_complete")
 
     def __init__(self, chunks: AsyncIterator[Completion], ahead: list[Completion],
                  close: Callable[[], Awaitable[None] | None], call: Call) -> None:
@@ -69,6 +69,9 @@ class ChunkStream:
         self._close = close
         self._call = call
         self.closed = False
+        # Called with every chunk once the upstream finished cleanly (the cache stores it then);
+        # never for a stream that failed or that the client left.
+        self.on_complete: Callable[[list[Completion]], None] | None = None
 
     @classmethod
     async def open(cls, chunks: AsyncIterator[Completion], close: Callable[[], Awaitable[None] | None],
@@ -85,26 +88,48 @@ class ChunkStream:
         return cls(chunks, ahead, close, call)
 
     async def __aiter__(self) -> AsyncIterator[Completion]:
+        seen: list[Completion] | None = [] if self.on_complete is not None else None
         try:
-            while self._ahead:
-                yield self._ahead.pop(0)
+            for chunk in self._ahead:
+                if seen is not None:
+                    seen.append(chunk)
+                yield chunk
+            self._ahead = []
             call = self._call
             while True:
                 waited = time.perf_counter()
                 try:
                     chunk = await self._chunks.__anext__()
                 except StopAsyncIteration:
-                    return
+                    break
                 finally:
                     call.upstream_seconds += time.perf_counter() - waited
+                if seen is not None:
+                    seen.append(chunk)
                 yield chunk
+            if seen is not None and self.on_complete is not None:
+                self.on_complete(seen)
         finally:
             await self.aclose()
+
+    @classmethod
+    def replay(cls, chunks: list[Completion], call: Call) -> ChunkStream:
+        """A stream of chunks already in hand (a cache hit)."""
+        return cls(_empty(), chunks, _no_close, call)
 
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
             await _maybe_await(self._close())
+
+
+async def _empty() -> AsyncIterator[Completion]:
+    return
+    yield  # an async generator that yields nothing
+
+
+def _no_close() -> None:
+    return None
 
 
 async def _maybe_await(result: Awaitable[None] | None) -> None:

@@ -1,0 +1,92 @@
+"""Where cached answers live: aiocache, in memory (bounded) or in Redis (shared by instances).
+
+A cache must never make a request fail or crawl: every backend error or timeout becomes a
+miss, and after one the backend is skipped for a few seconds, so an outage costs one timeout
+rather than one per request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import msgspec
+from aiocache import RedisCache
+from aiocache.serializers import NullSerializer
+
+from proxy.api.response import Completion
+from proxy.cache.memory import BoundedMemoryCache
+from proxy.config import CacheConfig
+
+
+class Entry(msgspec.Struct, array_like=True):
+    completion: Completion
+    served: str  # the provider/model that produced it
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Entry).decode
+_PAUSE_SECONDS = 5.0
+
+
+def _backend(config: CacheConfig) -> Any:
+    if config.backend == "memory":
+        return BoundedMemoryCache(config.max_entries, config.max_bytes, namespace=config.namespace,
+                                  timeout=None)
+    url = urlparse(config.url or "")
+    return RedisCache(
+        endpoint=url.hostname or "127.0.0.1",
+        port=url.port or 6379,
+        db=int((url.path or "/0").lstrip("/") or 0),
+        password=url.password,
+        namespace=config.namespace,
+        serializer=NullSerializer(encoding=None),
+        timeout=config.timeout_seconds,
+        create_connection_timeout=config.timeout_seconds,
+    )
+
+
+class ResponseCache:
+    def __init__(self, config: CacheConfig) -> None:
+        self.backend = _backend(config)
+        self.paused_until = 0.0
+        self.last_error: str | None = None
+
+    def _failed(self, err: BaseException) -> None:
+        self.last_error = f"{type(err).__name__}: {err}"
+        self.paused_until = time.monotonic() + _PAUSE_SECONDS
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self.paused_until
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry, None for a miss; raises nothing. `available` tells a miss from an outage."""
+        if not self.available:
+            return None
+        try:
+            raw = await self.backend.get(key)
+        except Exception as err:  # any backend failure is a miss, by design
+            self._failed(err)
+            return None
+        if raw is None:
+            return None
+        try:
+            return _decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None  # written by an incompatible version: a miss, overwritten on store
+
+    async def set(self, key: str, entry: Entry, ttl: float) -> None:
+        if not self.available:
+            return
+        try:
+            await self.backend.set(key, _encode(entry), ttl=float(ttl))
+        except Exception as err:  # as above: the answer was served, the cache just misses it
+            self._failed(err)
+
+    async def close(self) -> None:
+        try:
+            await self.backend.close()
+        except Exception:  # closing a broken connection must not fail a shutdown
+            pass

@@ -1,0 +1,59 @@
+"""Stage: the exact-match cache (`cache: {type: exact_match, ttl}`), scoped by tenant.
+
+A hit answers without any upstream call; a miss is stored only once complete and successful
+(a stream at its clean end). The store is a background task, so a slow cache never delays the
+answer; a cache outage is a miss, never a failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from proxy.cache.assemble import chunked, whole
+from proxy.cache.key import cache_key
+from proxy.cache.store import Entry, ResponseCache
+from proxy.observability.metrics import Metrics
+from proxy.pipeline.call import Call, Target
+from proxy.pipeline.stage import Next
+from proxy.providers.base import ChunkStream, Result
+
+
+class CacheStage:
+    def __init__(self, cache: ResponseCache, metrics: Metrics) -> None:
+        self.cache = cache
+        self.metrics = metrics
+        self._writes: set[asyncio.Task[None]] = set()  # held so pending stores are not collected
+
+    async def __call__(self, call: Call, next: Next) -> Result:
+        assert call.route is not None
+        settings = call.route.cache
+        if settings is None:
+            return await next(call)
+        key = cache_key(call)
+        entry = await self.cache.get(key)
+        if entry is not None:
+            call.cache_status = "hit"
+            self.metrics.cache_result("hit")
+            call.served = _target_of(entry.served)
+            if call.stream:
+                return ChunkStream.replay(chunked(entry.completion), call)
+            return entry.completion
+        call.cache_status = "miss"
+        self.metrics.cache_result("miss" if self.cache.available else "error")
+        result = await next(call)
+        served = call.served.label if call.served else ""
+        if isinstance(result, ChunkStream):
+            result.on_complete = lambda chunks: self._store(key, Entry(whole(chunks), served), settings.ttl)
+        else:
+            self._store(key, Entry(result, served), settings.ttl)
+        return result
+
+    def _store(self, key: str, entry: Entry, ttl: float) -> None:
+        task = asyncio.get_running_loop().create_task(self.cache.set(key, entry, ttl))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+
+def _target_of(label: str) -> Target:
+    provider, _, model = label.partition("/")
+    return Target(provider, model)

@@ -1,0 +1,83 @@
+"""Stage: the final prompt — `{{variable}}` placeholders filled from `orq.inputs`, or a stored
+prompt (`orq.prompt`) rendered with its default parameters under the request's own.
+
+Placeholders are `{{name}}` (spaces inside the braces allowed); names are case-sensitive
+letters, digits and underscores. A placeholder without a value is a 400 naming it. Text is
+only templated when the request asks for it (inputs or a stored prompt), so a prompt that
+happens to contain braces — code, say — passes through untouched. Inside a stored prompt
+`{{prompt}}` stands for the request's own `prompt`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from proxy.api.errors import ErrorCode, ErrorType, ProxyError, bad_request
+from proxy.api.request import InputItem
+from proxy.pipeline.call import Call
+from proxy.pipeline.stage import Next
+from proxy.prompts import PromptRegistry
+from proxy.providers.base import Result
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+_json = msgspec.json.Encoder()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return _json.encode(value).decode()  # numbers, booleans, objects: their JSON text
+
+
+def input_values(inputs: dict[str, Any] | list[InputItem] | None) -> dict[str, str]:
+    if inputs is None:
+        return {}
+    if isinstance(inputs, dict):
+        return {key: _text(value) for key, value in inputs.items()}
+    return {item.key: _text(item.value) for item in inputs}
+
+
+def render(template: str, values: dict[str, str], param: str) -> str:
+    def fill(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in values:
+            raise bad_request(f"Prompt variable `{name}` has no value in `orq.inputs`", param)
+        return values[name]
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+class Templating:
+    def __init__(self, prompts: PromptRegistry) -> None:
+        self.prompts = prompts
+
+    async def __call__(self, call: Call, next: Next) -> Result:
+        orq = call.request.orq
+        if orq is not None and (orq.prompt is not None or orq.inputs is not None):
+            values = input_values(orq.inputs)
+            if orq.prompt is not None:
+                self._stored(call, orq.prompt.id, values)
+            elif isinstance(call.prompt, str):
+                call.prompt = render(call.prompt, values, "orq.inputs")
+            else:
+                call.prompt = [render(p, values, "orq.inputs") for p in call.prompt]
+        return await next(call)
+
+    def _stored(self, call: Call, prompt_id: str, values: dict[str, str]) -> None:
+        stored = self.prompts.latest(prompt_id)
+        if stored is None:
+            raise ProxyError(404, f"Stored prompt {prompt_id!r} not found", type=ErrorType.not_found,
+                             param="orq.prompt.id", code=ErrorCode.not_found)
+        own = call.request.prompt
+        if own and "prompt" not in {m[1] for m in _PLACEHOLDER.finditer(stored.template)}:
+            raise bad_request(f"`prompt` was given but stored prompt {prompt_id!r} has no {{{{prompt}}}} "
+                              "placeholder to put it in; send an empty prompt", "prompt")
+        requests = own if isinstance(own, list) else [own or ""]
+        rendered = [render(stored.template, {**values, "prompt": text}, "orq.inputs") for text in requests]
+        call.prompt = rendered if isinstance(own, list) else rendered[0]
+        call.params = {**stored.params, **call.params}  # the request's own fields win
+        call.log["prompt_id"] = stored.id
+        call.log["prompt_version"] = stored.version
