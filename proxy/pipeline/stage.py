@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 from proxy.pipeline.call import Call
@@ -19,12 +20,7 @@ def compose(stages: Sequence[Stage], last: Next) -> Next:
     """Fold the stages into one callable, once at start-up, so a request pays only the calls."""
     handler = last
     for stage in reversed(stages):
-        handler = _bind(stage, handler)
+        # partial, not a wrapper coroutine: calling it returns the stage's own coroutine, so a
+        # request pays one frame per stage instead of two.
+        handler = partial(stage.__call__, next=handler)
     return handler
-
-
-def _bind(stage: Stage, next: Next) -> Next:
-    async def run(call: Call) -> Result:
-        return await stage(call, next)
-
-    return run
