@@ -23,9 +23,9 @@ def _default_config() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard", description="Async streaming LLM routing proxy")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
-    serve.add_argument("--workers", type=int, default=None, help="worker processes (overrides server.workers)")
+    serve_cmd = commands.add_parser("serve", help="run the proxy")
+    serve_cmd.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
+    serve_cmd.add_argument("--workers", type=int, default=None, help="worker processes (overrides server.workers)")
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", type=Path)
     args = parser.parse_args(argv)

@@ -189,10 +189,10 @@ def _check(config: Config, source: str) -> None:
             raise fail(f"auth.keys[{i}]", "set exactly one of `key` and `key_sha256`")
         if key.key is not None and len(key.key) < 8:
             raise fail(f"auth.keys[{i}].key", "is empty or shorter than 8 characters")
-    for alias, target in config.aliases.items():
-        provider = target.split("/", 1)[0]
-        if "/" not in target or provider not in config.providers:
-            raise fail(f"aliases.{alias}", f"{target!r} must be `provider/model` with a configured provider")
+    for alias, aliased in config.aliases.items():
+        provider_name = aliased.split("/", 1)[0]
+        if "/" not in aliased or provider_name not in config.providers:
+            raise fail(f"aliases.{alias}", f"{aliased!r} must be `provider/model` with a configured provider")
     if config.cache.backend == "redis" and not config.cache.url:
         raise fail("cache.url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
     if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():

@@ -6,12 +6,12 @@ failure — ours or an upstream's — leaves the proxy in exactly that shape.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import msgspec
 
 
-class ErrorType(str, Enum):
+class ErrorType(StrEnum):
     invalid_request = "invalid_request_error"
     authentication = "authentication_error"
     permission = "permission_error"
@@ -22,7 +22,7 @@ class ErrorType(str, Enum):
     internal = "internal_error"
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """orq's code names where one fits (DESIGN.md, "Errors")."""
 
     invalid_request_body = "invalid_request_body"

@@ -216,7 +216,7 @@ class _Capped:
         self._max_len = max_len
 
     def __call__(self, value: object) -> str:
-        label = self._seen.get(value)  # type: ignore[arg-type]
+        label = self._seen.get(value)  # type: ignore[call-overload]
         if label is not None:
             return label
         if value is None or value == "":

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -33,14 +33,14 @@ _error_decoder = msgspec.json.Decoder(wire.ErrorEnvelope)
 _IN_PROGRESS = "stop"
 
 
-def _retry_after(headers: aiohttp.typedefs.LooseHeaders) -> float | None:
-    value = headers.get("retry-after-ms")  # type: ignore[union-attr]
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after-ms")
     if value:
         try:
             return max(0.0, float(value) / 1000)
         except ValueError:
             pass
-    value = headers.get("retry-after")  # type: ignore[union-attr]
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -52,7 +52,7 @@ def _retry_after(headers: aiohttp.typedefs.LooseHeaders) -> float | None:
             return None
 
 
-def _error_from_body(target: Target, status: int, raw: bytes, headers: aiohttp.typedefs.LooseHeaders) -> UpstreamError:
+def _error_from_body(target: Target, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """The upstream's own error object, kept as it is when it has OpenAI's shape."""
     try:
         body = _error_decoder.decode(raw).error
