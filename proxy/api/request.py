@@ -3,7 +3,7 @@
 Every field of the spec is here, including the ones a later stage implements, so a bad value is
 rejected with the field's path before any routing happens. Ranges come from the spec's schema
 and, where the schema only states them in prose (temperature, top_p, stop), from that prose.
-Integral floats are accepted where integers are meant (decoded with strict=False), because the
+Integral floats are accepted where integers are meant (proxy.api.decode), because the
 orq SDK sends `retry.count: 3.0`.
 """
 
@@ -151,12 +151,9 @@ class Orq(Base):
 
 
 # -- the request ---------------------------------------------------------------------------------------
-class CompletionRequest(Base):
-    # `model` and `prompt` are required by the spec; they are checked after decoding so the error
-    # can say which is missing in the same shape as every other error, and so a stored prompt
-    # (`orq.prompt`) can stand in for `prompt`.
-    model: str | None = None
-    prompt: str | list[str] | None = None
+class GenerationParams(Base):
+    """The sampling parameters; also the `params` a stored prompt may set as defaults."""
+
     echo: bool | None = None
     frequency_penalty: Penalty | None = None
     max_tokens: MaxTokens | None = None
@@ -166,6 +163,17 @@ class CompletionRequest(Base):
     temperature: Temperature | None = None
     top_p: Probability | None = None
     n: ChoiceCount | None = None
+
+
+GENERATION_FIELDS: tuple[str, ...] = GenerationParams.__struct_fields__
+
+
+class CompletionRequest(GenerationParams):
+    # `model` and `prompt` are required by the spec; they are checked after decoding so the error
+    # can say which is missing in the same shape as every other error, and so a stored prompt
+    # (`orq.prompt`) can stand in for `prompt`.
+    model: str | None = None
+    prompt: str | list[str] | None = None
     user: str | None = None
     name: str | None = None
     fallbacks: list[Fallback] | None = None
@@ -181,13 +189,15 @@ class CompletionRequest(Base):
 # The generation parameters forwarded to providers and hashed into the cache key, with the spec's
 # defaults (a client that omits a field and one that sends the default ask for the same thing).
 GENERATION_DEFAULTS: dict[str, Any] = {
+    # Floats where the field is a float: a client's `temperature: 1` decodes to 1.0, and the
+    # cache key must not tell it apart from an omitted temperature.
     "echo": False,
-    "frequency_penalty": 0,
+    "frequency_penalty": 0.0,
     "max_tokens": 16,
-    "presence_penalty": 0,
+    "presence_penalty": 0.0,
     "seed": None,
     "stop": None,
-    "temperature": 1,
-    "top_p": 1,
+    "temperature": 1.0,
+    "top_p": 1.0,
     "n": 1,
 }

@@ -8,12 +8,14 @@ the way TensorZero's destructured key fails to compile.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from proxy.api.request import GENERATION_DEFAULTS, GENERATION_FIELDS, Thinking
-from proxy.pipeline.call import Call
+
+if TYPE_CHECKING:  # importing proxy.pipeline here would be circular: its cache stage imports us
+    from proxy.pipeline.call import Call
 
 KEY = "key"
 FIELD_DECISIONS: dict[str, str] = {
