@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 
@@ -10,7 +11,14 @@ from proxy.api.errors import ProxyError, bad_request
 from proxy.api.filters import parse_filter
 from proxy.api.request import CompletionRequest, ThinkingEnabled
 
-_decoder = msgspec.json.Decoder(CompletionRequest, strict=False)
+# Strict: a string is never coerced to a number or a boolean ("5" → 5, "true" → True), nor an
+# int to a boolean, as msgspec's lax mode would. The one leniency (DESIGN.md) — integral floats
+# where integers are meant, as the orq SDK sends `retry.count: 3.0` — is handled by `_integral`.
+_decoder = msgspec.json.Decoder(CompletionRequest)
+_any_decoder = msgspec.json.Decoder()
+# Free-form values, passed on as the client wrote them: floats in them stay floats.
+_FREE_FORM = frozenset({"inputs", "metadata", "filter_by"})
+_MAX_EXACT = 2**53  # beyond this a float is not an exact integer anyway
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
@@ -38,13 +46,54 @@ def decode_request(body: bytes) -> CompletionRequest:
     if not body.strip():
         raise bad_request("Request body is empty; expected a JSON object", None)
     try:
-        request = _decoder.decode(body)
+        request = _decoder.decode(body)  # the fast path: every well-typed request
     except msgspec.ValidationError as err:
-        raise _validation_error(err) from None
+        request = _decode_lenient(body, err)
     except msgspec.DecodeError as err:
-        raise bad_request(f"Request body is not valid JSON: {err}", None) from None
+        raise _not_json(err) from None
+    except RecursionError:  # `[[[[…]]]]` deeper than the interpreter's recursion limit
+        raise bad_request("Request body is nested too deeply", None) from None
     _check(request)
     return request
+
+
+def _not_json(err: msgspec.DecodeError) -> ProxyError:
+    return bad_request(f"Request body is not valid JSON: {err}", None)
+
+
+def _decode_lenient(body: bytes, typed_error: msgspec.ValidationError) -> CompletionRequest:
+    """The wrong shape, or integral floats where integers are meant: decode again with those
+    floats made ints; whatever still fails is the client's error."""
+    try:
+        raw = _any_decoder.decode(body)
+    except msgspec.ValidationError:  # a number out of range: the typed error says where
+        raise _validation_error(typed_error) from None
+    except msgspec.DecodeError as err:  # the typed decoder stopped before a syntax error
+        raise _not_json(err) from None
+    except RecursionError:
+        raise bad_request("Request body is nested too deeply", None) from None
+    try:
+        return msgspec.convert(_integral(raw), CompletionRequest)
+    except msgspec.ValidationError as err:
+        raise _validation_error(err) from None
+    except RecursionError:
+        raise bad_request("Request body is nested too deeply", None) from None
+
+
+def _integral(root: Any) -> Any:
+    """Integral floats → ints, in place, everywhere but in free-form values (float fields accept
+    ints). A loop, not recursion: nesting is bounded by the decoder, not by this walk."""
+    stack = [root] if isinstance(root, dict | list) else []
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(value, float):
+                if value.is_integer() and abs(value) <= _MAX_EXACT:
+                    node[key] = int(value)
+            elif isinstance(value, dict | list) and key not in _FREE_FORM:
+                stack.append(value)
+    return root
 
 
 def _check(request: CompletionRequest) -> None:

@@ -21,6 +21,8 @@ class SSEParser:
         self._pending_cr = False  # a chunk ended on "\r": a following "\n" belongs to it
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
+        if not chunk:  # an empty read must not forget a pending "\r"
+            return
         if self._pending_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._pending_cr = False

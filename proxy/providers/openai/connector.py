@@ -130,6 +130,8 @@ class OpenAIConnector(Connector):
             upstream = _completion_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             raise protocol_error(target, str(err)) from None
+        if upstream.error is not None:
+            raise _error_in_body(target, upstream.error)
         return Completion(
             id=upstream.id,
             choices=_choices(upstream),
@@ -187,10 +189,9 @@ class OpenAIConnector(Connector):
         try:
             upstream = _chunk_decoder.decode(event)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            error = _error_in_stream(event)
-            if error is not None:
-                raise error from None
             raise protocol_error(target, "undecodable stream event") from None
+        if upstream.error is not None:
+            raise _error_in_body(target, upstream.error)
         chunk = Completion(
             id=upstream.id,
             choices=_choices(upstream, _IN_PROGRESS),
@@ -203,13 +204,11 @@ class OpenAIConnector(Connector):
         return chunk, any(c.finish_reason for c in upstream.choices)
 
 
-def _error_in_stream(event: bytes) -> UpstreamError | None:
-    """OpenAI reports a failure mid-stream as `data: {"error": {...}}`."""
-    try:
-        body = _error_decoder.decode(event).error
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return UpstreamError(upstream_error(502, body.message))
+def _error_in_body(target: Target, error: wire.UpstreamErrorBody | str) -> UpstreamError:
+    """An error object where a completion or a chunk was expected (OpenAI's mid-stream
+    `data: {"error": {...}}`): the provider failed, whatever the HTTP status said."""
+    message = error if isinstance(error, str) else error.message
+    return UpstreamError(upstream_error(502, message or f"{target.label}: error from provider"))
 
 
 CONNECTOR = OpenAIConnector

@@ -36,6 +36,17 @@ class UpstreamChoice(msgspec.Struct):
     finish_reason: str | None = None
 
 
+class UpstreamErrorBody(msgspec.Struct):
+    message: str = ""
+    type: str | None = None
+    param: str | None = None
+    code: Any = None
+
+
+class ErrorEnvelope(msgspec.Struct):
+    error: UpstreamErrorBody
+
+
 class UpstreamCompletion(msgspec.Struct):
     """Lenient on purpose: OpenAI-compatible servers differ in what they fill in."""
 
@@ -46,14 +57,6 @@ class UpstreamCompletion(msgspec.Struct):
     object: str = "text_completion"
     system_fingerprint: str | None = None
     usage: Usage | None = None
-
-
-class UpstreamErrorBody(msgspec.Struct):
-    message: str = ""
-    type: str | None = None
-    param: str | None = None
-    code: Any = None
-
-
-class ErrorEnvelope(msgspec.Struct):
-    error: UpstreamErrorBody
+    # OpenAI reports a failure mid-stream as `data: {"error": {...}}` (some servers as a bare
+    # string), which the defaults above would otherwise let pass as an empty chunk.
+    error: UpstreamErrorBody | str | None = None
