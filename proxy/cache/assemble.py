@@ -3,11 +3,29 @@ streamed miss can be served later as JSON and a JSON miss replayed as SSE."""
 
 from __future__ import annotations
 
-from proxy.api.response import Choice, Completion
+import msgspec
+
+from proxy.api.response import Choice, Completion, encoder
+
+_chunk = msgspec.json.Decoder(Completion).decode
 
 
-def whole(chunks: list[Completion]) -> Completion:
-    """Stream chunks → one completion: texts joined per choice, the last reason and usage kept."""
+def _chunks(frames: list[bytes]) -> list[Completion]:
+    """Our own SSE frames (`data: {chunk}\\n\\n`, several per batch) back into chunks."""
+    chunks = []
+    for event in b"".join(frames).split(b"\n\n"):
+        payload = event.removeprefix(b"data: ")
+        if payload and payload != b"[DONE]":
+            chunks.append(_chunk(payload))
+    return chunks
+
+
+def whole(frames: list[bytes]) -> Completion | None:
+    """Stream frames → one completion: texts joined per choice, the last reason and usage kept.
+    None when there is nothing to keep."""
+    chunks = _chunks(frames)
+    if not chunks:
+        return None
     first = chunks[0]
     texts: dict[int, list[str]] = {}
     reasons: dict[int, str] = {}
@@ -23,8 +41,8 @@ def whole(chunks: list[Completion]) -> Completion:
                       object=first.object, system_fingerprint=first.system_fingerprint, usage=usage)
 
 
-def chunked(completion: Completion) -> list[Completion]:
-    """One completion → stream chunks: one per choice, the usage on the last."""
+def framed(completion: Completion) -> list[bytes]:
+    """One completion → SSE frames: a chunk per choice, the usage on the last."""
     chunks = [
         Completion(id=completion.id, choices=[choice], created=completion.created, model=completion.model,
                    object=completion.object, system_fingerprint=completion.system_fingerprint)
@@ -32,4 +50,4 @@ def chunked(completion: Completion) -> list[Completion]:
     ] or [Completion(id=completion.id, choices=[], created=completion.created, model=completion.model,
                      object=completion.object, system_fingerprint=completion.system_fingerprint)]
     chunks[-1].usage = completion.usage
-    return chunks
+    return [b"".join(b"data: " + encoder.encode(chunk) + b"\n\n" for chunk in chunks)]

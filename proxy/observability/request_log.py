@@ -1,56 +1,112 @@
 """The one structured log event per request (DESIGN.md, "Observability").
 
 Never the prompt, never a key, never an `inputs` value: only names and ids.
+
+This event is on the hot path, so it is a msgspec struct encoded straight to a JSON line in
+the same shape structlog gives every other event (`event`, `level`, `timestamp`), into the
+same batched stdout writer.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from proxy.pipeline.call import Call
+import msgspec
+
+from proxy.observability.logging import BUFFERED
+from proxy.pipeline.call import Attempt, Call
 
 
-def _trace_fields(call: Call) -> dict[str, Any]:
+class RequestEvent(msgspec.Struct, omit_defaults=True):
+    event: str  # "request"; required fields are always written, defaults are left out
+    level: str
+    timestamp: str
+    request_id: str
+    route: str
+    status: int
+    key: str | None = None
+    requested_model: str | None = None
+    served_model: str | None = None
+    stream: bool | None = None
+    attempts: list[Attempt] | None = None
+    cache: str | None = None
+    duration_ms: float | None = None
+    overhead_ms: float | None = None
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    trace_name: str | None = None
+    identity_id: str | None = None
+    thread_id: str | None = None
+    thread_tags: list[str] | None = None
+    prompt_id: str | None = None
+    prompt_version: int | None = None
+    stream_error: dict[str, Any] | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+_second = [0, ""]  # the formatted timestamp up to the second, reused within that second
+
+
+def _timestamp() -> str:
+    now = time.time()
+    whole = int(now)
+    if whole != _second[0]:
+        _second[0] = whole
+        _second[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def request_event(request_id: str, call: Call | None, status: int, path: str) -> RequestEvent:
+    event = RequestEvent("request", "error" if status >= 500 else "info", "", request_id, path, status)
+    if call is None:
+        return event
     request = call.request
+    duration = time.perf_counter() - call.started
+    event.key = call.key.name if call.key else None
+    event.requested_model = request.model
+    event.served_model = call.served.label if call.served else None
+    event.stream = request.stream
+    event.attempts = call.attempts
+    event.cache = call.cache_status
+    event.duration_ms = _ms(duration)
+    event.overhead_ms = _ms(duration - call.upstream_seconds)
+    if call.first_token_seconds is not None:
+        event.ttft_ms = _ms(call.first_token_seconds)
+    if call.usage is not None:
+        event.prompt_tokens = call.usage.prompt_tokens
+        event.completion_tokens = call.usage.completion_tokens
+    event.trace_name = request.name
     orq = request.orq
-    fields: dict[str, Any] = {}
-    name = request.name or (orq.name if orq else None)
-    if name:
-        fields["trace_name"] = name
     if orq is not None:
+        event.trace_name = event.trace_name or orq.name
         identity = orq.identity or orq.contact
         if identity is not None:
-            fields["identity_id"] = identity.id
+            event.identity_id = identity.id
         if orq.thread is not None:
-            fields["thread_id"] = orq.thread.id
-            if orq.thread.tags:
-                fields["thread_tags"] = orq.thread.tags
-    return fields
+            event.thread_id = orq.thread.id
+            event.thread_tags = orq.thread.tags
+    log = call.log
+    if log:
+        event.prompt_id = log.get("prompt_id")
+        event.prompt_version = log.get("prompt_version")
+        event.stream_error = log.get("stream_error")
+    return event
 
 
 def log_request(logger: Any, request_id: str, call: Call | None, status: int, path: str) -> None:
-    event: dict[str, Any] = {"request_id": request_id, "route": path, "status": status}
-    if call is not None:
-        duration = time.perf_counter() - call.started
-        event.update(
-            key=call.key.name if call.key else None,
-            requested_model=call.request.model,
-            served_model=call.served.label if call.served else None,
-            stream=call.request.stream,
-            attempts=[{"model": a.model, "status": a.status, "ms": a.ms} for a in call.attempts],
-            cache=call.cache_status,
-            duration_ms=round(duration * 1000, 3),
-            overhead_ms=round((duration - call.upstream_seconds) * 1000, 3),
-        )
-        if call.first_token_seconds is not None:
-            event["ttft_ms"] = round(call.first_token_seconds * 1000, 3)
-        if call.usage is not None:
-            event["prompt_tokens"] = call.usage.prompt_tokens
-            event["completion_tokens"] = call.usage.completion_tokens
-        event.update(_trace_fields(call))
-        event.update(call.log)
-    if status >= 500:
-        logger.error("request", **event)
-    else:
-        logger.info("request", **event)
+    """`logger` is structlog's, used when its output is not JSON (a terminal)."""
+    event = request_event(request_id, call, status, path)
+    if BUFFERED.active:
+        event.timestamp = _timestamp()
+        BUFFERED.write_line(_encode(event), urgent=status >= 500)
+        return
+    fields = msgspec.structs.asdict(event)
+    fields = {k: v for k, v in fields.items() if v is not None and k not in ("event", "level", "timestamp")}
+    (logger.error if status >= 500 else logger.info)("request", **fields)

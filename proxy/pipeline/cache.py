@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.cache.assemble import chunked, whole
+from proxy.cache.assemble import framed, whole
 from proxy.cache.key import cache_key
 from proxy.cache.store import Entry, ResponseCache
 from proxy.observability.metrics import Metrics
@@ -35,18 +35,24 @@ class CacheStage:
             call.cache_status = "hit"
             self.metrics.cache_result("hit")
             call.served = _target_of(entry.served)
+            call.usage = entry.completion.usage
             if call.stream:
-                return ChunkStream.replay(chunked(entry.completion), call)
+                return ChunkStream.replay(framed(entry.completion), call)
             return entry.completion
         call.cache_status = "miss"
         self.metrics.cache_result("miss" if self.cache.available else "error")
         result = await next(call)
         served = call.served.label if call.served else ""
         if isinstance(result, ChunkStream):
-            result.on_complete = lambda chunks: self._store(key, Entry(whole(chunks), served), settings.ttl)
+            result.on_complete = lambda frames: self._store_stream(key, frames, served, settings.ttl)
         else:
             self._store(key, Entry(result, served), settings.ttl)
         return result
+
+    def _store_stream(self, key: str, frames: list[bytes], served: str, ttl: float) -> None:
+        completion = whole(frames)
+        if completion is not None:
+            self._store(key, Entry(completion, served), ttl)
 
     def _store(self, key: str, entry: Entry, ttl: float) -> None:
         task = asyncio.get_running_loop().create_task(self.cache.set(key, entry, ttl))

@@ -48,74 +48,68 @@ def timeout_error(target: Target, seconds: float) -> UpstreamError:
     )
 
 
-def _has_content(chunk: Completion) -> bool:
-    return any(choice.text for choice in chunk.choices) or chunk.usage is not None
-
-
 class ChunkStream:
-    """A provider stream whose first content chunk has already arrived.
+    """A provider stream whose first content has already arrived, as SSE frames to write.
 
-    `open` reads ahead until that chunk, so every failure before it (status, timeout,
-    connection error, an error event) surfaces as an exception while retry and fallback can
-    still act; afterwards chunks are relayed one at a time, never queued.
+    Connectors yield nothing before the first content, and `open` waits for that first batch,
+    so every failure before it (status, timeout, connection error, an error event) surfaces as
+    an exception while retry and fallback can still act; afterwards batches are relayed one
+    at a time, never queued. A plain async iterator, not a generator: one frame less per batch.
     """
 
-    __slots__ = ("_chunks", "_ahead", "_close", "_call", "closed", "on_complete")
+    __slots__ = ("_ahead", "_call", "_close", "_frames", "closed", "on_complete", "seen")
 
-    def __init__(self, chunks: AsyncIterator[Completion], ahead: list[Completion],
+    def __init__(self, frames: AsyncIterator[bytes], ahead: list[bytes],
                  close: Callable[[], Awaitable[None] | None], call: Call) -> None:
-        self._chunks = chunks
+        self._frames = frames
         self._ahead = ahead
         self._close = close
         self._call = call
         self.closed = False
-        # Called with every chunk once the upstream finished cleanly (the cache stores it then);
+        # Called with every frame once the upstream finished cleanly (the cache stores it then);
         # never for a stream that failed or that the client left.
-        self.on_complete: Callable[[list[Completion]], None] | None = None
+        self.on_complete: Callable[[list[bytes]], None] | None = None
+        self.seen: list[bytes] | None = None
 
     @classmethod
-    async def open(cls, chunks: AsyncIterator[Completion], close: Callable[[], Awaitable[None] | None],
+    async def open(cls, frames: AsyncIterator[bytes], close: Callable[[], Awaitable[None] | None],
                    call: Call) -> ChunkStream:
-        ahead: list[Completion] = []
         try:
-            async for chunk in chunks:
-                ahead.append(chunk)
-                if _has_content(chunk):
-                    break
+            first = await frames.__anext__()
+        except StopAsyncIteration:
+            first = None
         except BaseException:
             await _maybe_await(close())
             raise
-        return cls(chunks, ahead, close, call)
-
-    async def __aiter__(self) -> AsyncIterator[Completion]:
-        seen: list[Completion] | None = [] if self.on_complete is not None else None
-        try:
-            for chunk in self._ahead:
-                if seen is not None:
-                    seen.append(chunk)
-                yield chunk
-            self._ahead = []
-            call = self._call
-            while True:
-                waited = time.perf_counter()
-                try:
-                    chunk = await self._chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    call.upstream_seconds += time.perf_counter() - waited
-                if seen is not None:
-                    seen.append(chunk)
-                yield chunk
-            if seen is not None and self.on_complete is not None:
-                self.on_complete(seen)
-        finally:
-            await self.aclose()
+        return cls(frames, [first] if first else [], close, call)
 
     @classmethod
-    def replay(cls, chunks: list[Completion], call: Call) -> ChunkStream:
-        """A stream of chunks already in hand (a cache hit)."""
-        return cls(_empty(), chunks, _no_close, call)
+    def replay(cls, frames: list[bytes], call: Call) -> ChunkStream:
+        """A stream of frames already in hand (a cache hit)."""
+        return cls(_empty(), list(frames), _no_close, call)
+
+    def __aiter__(self) -> ChunkStream:
+        if self.on_complete is not None:
+            self.seen = []
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._ahead:
+            batch = self._ahead.pop(0)
+        else:
+            waited = time.perf_counter()
+            try:
+                batch = await self._frames.__anext__()
+            except StopAsyncIteration:
+                if self.seen is not None and self.on_complete is not None:
+                    self.on_complete(self.seen)
+                    self.seen = None
+                raise
+            finally:
+                self._call.upstream_seconds += time.perf_counter() - waited
+        if self.seen is not None:
+            self.seen.append(batch)
+        return batch
 
     async def aclose(self) -> None:
         if not self.closed:
@@ -123,7 +117,7 @@ class ChunkStream:
             await _maybe_await(self._close())
 
 
-async def _empty() -> AsyncIterator[Completion]:
+async def _empty() -> AsyncIterator[bytes]:
     return
     yield  # an async generator that yields nothing
 

@@ -59,7 +59,7 @@ class SSEParser:
             return data
         if line[:1] == b":":  # comment / keep-alive
             return None
-        field, sep, value = line.partition(b":")
+        field, _, value = line.partition(b":")
         if field == b"data":
             self._data.append(value[1:] if value[:1] == b" " else value)
         # event:, id:, retry: carry nothing a completion stream needs.

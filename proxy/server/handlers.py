@@ -13,18 +13,16 @@ from aiohttp import web
 
 from proxy.api.decode import decode_request
 from proxy.api.errors import ErrorCode, ErrorType, ProxyError
-from proxy.api.request import CompletionRequest
+from proxy.api.request import GENERATION_FIELDS, CompletionRequest
 from proxy.api.response import Completion, encoder
 from proxy.observability.request_log import log_request
 from proxy.pipeline.call import Call
 from proxy.pipeline.routing import resolve_route
 from proxy.providers.base import ChunkStream
-from proxy.server import sse
+from proxy.server import drain, sse
 from proxy.server.state import SERVER
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_GENERATION_FIELDS = ("echo", "frequency_penalty", "max_tokens", "presence_penalty", "seed", "stop",
-                      "temperature", "top_p", "n")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,7 +37,7 @@ def request_id(request: web.Request) -> str:
 
 def generation_params(request: CompletionRequest) -> dict[str, object]:
     """The parameters the client set; upstreams apply the spec's defaults (they are OpenAI's)."""
-    return {name: value for name in _GENERATION_FIELDS if (value := getattr(request, name)) is not None}
+    return {name: value for name in GENERATION_FIELDS if (value := getattr(request, name)) is not None}
 
 
 def error_response(err: ProxyError, rid: str) -> web.Response:
@@ -93,12 +91,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
         assert runtime.pipeline is not None
         async with asyncio.timeout(limits.max_request_seconds):
             result = await runtime.pipeline(call)
-            if isinstance(result, ChunkStream):
-                status = 200
-                response = await sse.relay(request, call, result, _result_headers(call))
-                if "stream_error" in call.log:
-                    status = call.log["stream_error"]["status"]
-                return response
+        if isinstance(result, ChunkStream):
+            status = 200
+            remaining = call.deadline - time.perf_counter()
+            response = await sse.relay(request, call, result, _result_headers(call), remaining)
+            if "stream_error" in call.log:
+                status = call.log["stream_error"]["status"]
+            return response
         assert isinstance(result, Completion)
         call.usage = result.usage
         status = 200
@@ -106,7 +105,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
                             headers=_result_headers(call))
     except ProxyError as err:
         status = err.status
-        return error_response(err, rid)
+        response = error_response(err, rid)
+        if call is not None and call.attempts:  # what was tried, as on a success
+            response.headers["x-switchyard-attempts"] = str(len(call.attempts))
+        return response
     except TimeoutError:
         status = 504
         return error_response(
@@ -115,8 +117,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
             rid,
         )
     except asyncio.CancelledError:
-        status = 499  # the client went away; nginx's name for it
-        raise
+        if not drain.cancelled_by_drain(request):
+            status = 499  # the client went away; nginx's name for it
+            raise
+        status = 503  # SIGTERM's grace ran out before this request finished
+        return error_response(drain.shutdown_error(request), rid)
     finally:
         server.metrics.request_done(call, status, counted)
         log_request(server.logger, rid, call, status, request.path)

@@ -6,14 +6,15 @@ A failure after the first chunk becomes one in-band error event and no `[DONE]`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
 
-from proxy.api.errors import ProxyError
-from proxy.api.response import encoder
+from proxy.api.errors import ErrorCode, ErrorType, ProxyError
 from proxy.pipeline.call import Call
 from proxy.providers.base import ChunkStream
+from proxy.server import drain
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -23,25 +24,37 @@ SSE_HEADERS = {
 DONE = b"data: [DONE]\n\n"
 
 
+async def _fail(response: web.StreamResponse, call: Call, err: ProxyError) -> None:
+    """After the first chunk a failure can only be said in-band: one error event, no [DONE]."""
+    call.log["stream_error"] = {"status": err.status, "code": err.code}
+    await response.write(event(err.body()))
+
+
 def event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-async def relay(request: web.Request, call: Call, stream: ChunkStream, headers: dict[str, str]) -> web.StreamResponse:
+async def relay(request: web.Request, call: Call, stream: ChunkStream, headers: dict[str, str],
+                remaining_seconds: float) -> web.StreamResponse:
+    """`remaining_seconds`: what is left of `server.max_request_seconds` for this request."""
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
-    encode = encoder.encode
     try:
-        async for chunk in stream:
-            if call.first_token_seconds is None:
-                call.first_token_seconds = time.perf_counter() - call.started
-            if chunk.usage is not None:
-                call.usage = chunk.usage
-            await response.write(event(encode(chunk)))
+        async with asyncio.timeout(remaining_seconds):
+            call.first_token_seconds = time.perf_counter() - call.started  # the first content is in hand
+            async for frames in stream:
+                await response.write(frames)
         await response.write(DONE)
     except ProxyError as err:
-        call.log["stream_error"] = {"status": err.status, "code": err.code}
-        await response.write(event(err.body()))
+        await _fail(response, call, err)
+    except TimeoutError:
+        await _fail(response, call, ProxyError(504, "Request did not finish within server.max_request_seconds",
+                                               type=ErrorType.timeout, code=ErrorCode.request_timeout))
+    except asyncio.CancelledError:
+        if not drain.cancelled_by_drain(request):
+            raise  # the client went away: nobody to tell
+        # SIGTERM's grace ran out mid-stream: say so in-band, and no [DONE], so the client can tell.
+        await _fail(response, call, drain.shutdown_error(request))
     finally:
         await stream.aclose()
     await response.write_eof()

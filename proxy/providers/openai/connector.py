@@ -11,7 +11,7 @@ import aiohttp
 import msgspec
 
 from proxy.api.errors import ProxyError, upstream_error
-from proxy.api.response import FINISH_REASONS, Choice, Completion
+from proxy.api.response import Completion
 from proxy.pipeline.call import Call, Target
 from proxy.providers.base import (
     ChunkStream,
@@ -21,17 +21,11 @@ from proxy.providers.base import (
     protocol_error,
 )
 from proxy.providers.openai import wire
-from proxy.providers.sse import SSEParser
+from proxy.providers.openai.stream import StreamTranslator, completion_of, error_in_body
 
 _encode = msgspec.json.Encoder().encode
-_completion_decoder = _chunk_decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
+_completion_decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
 _error_decoder = msgspec.json.Decoder(wire.ErrorEnvelope)
-
-# Every stream chunk must carry a finish_reason from the spec's enum (DESIGN.md: the orq SDK
-# rejects null), so a chunk of a choice still in progress says "stop"; the final chunk carries
-# the upstream's real reason.
-_IN_PROGRESS = "stop"
-
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after-ms")
@@ -62,17 +56,6 @@ def _error_from_body(target: Target, status: int, raw: bytes, headers: Mapping[s
         text = raw[:300].decode("utf-8", "replace").strip() or f"HTTP {status}"
         base = upstream_error(status, f"{target.label}: {text}")
     return UpstreamError(base, retry_after=_retry_after(headers))
-
-
-def _finish_reason(reason: str | None, in_progress: str) -> str:
-    # Servers add their own reasons (vLLM's "abort", llama.cpp's "eos"); the spec's enum has four.
-    if reason is None:
-        return in_progress
-    return reason if reason in FINISH_REASONS else "stop"
-
-
-def _choices(upstream: wire.UpstreamCompletion, in_progress: str = "stop") -> list[Choice]:
-    return [Choice(c.text, c.index, _finish_reason(c.finish_reason, in_progress)) for c in upstream.choices]  # type: ignore[arg-type]
 
 
 class OpenAIConnector(Connector):
@@ -131,16 +114,8 @@ class OpenAIConnector(Connector):
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             raise protocol_error(target, str(err)) from None
         if upstream.error is not None:
-            raise _error_in_body(target, upstream.error)
-        return Completion(
-            id=upstream.id,
-            choices=_choices(upstream),
-            created=upstream.created,
-            model=upstream.model or target.model,
-            object=upstream.object,
-            system_fingerprint=upstream.system_fingerprint,
-            usage=upstream.usage,
-        )
+            raise error_in_body(target, upstream.error)
+        return completion_of(upstream, target)
 
     async def stream(self, call: Call, target: Target) -> ChunkStream:
         response = await self._post(call, target)
@@ -155,60 +130,27 @@ class OpenAIConnector(Connector):
         if not response.content_type.startswith("text/event-stream"):
             response.close()
             raise protocol_error(target, f"expected text/event-stream, got {response.content_type}")
-        return await ChunkStream.open(self._chunks(response, target), response.close, call)
+        return await ChunkStream.open(self._frames(response, call, target), response.close, call)
 
-    async def _chunks(self, response: aiohttp.ClientResponse, target: Target) -> AsyncIterator[Completion]:
-        parser = SSEParser()
-        # OpenAI sends the usage in a last chunk with no choices; it is folded into the chunk that
-        # finished, so the final chunk carries both the real finish_reason and the usage.
-        held: Completion | None = None
+    async def _frames(self, response: aiohttp.ClientResponse, call: Call, target: Target) -> AsyncIterator[bytes]:
+        """SSE frames, one batch per upstream read; nothing before the first content, so a
+        failure before it surfaces from ChunkStream.open while retry and fallback can act."""
+        translate = StreamTranslator(call, target)
         try:
             async for data in response.content.iter_any():
-                for event in parser.feed(data):
-                    if event == b"[DONE]":
-                        if held is not None:
-                            yield held
-                        return
-                    chunk, finished = self._chunk(event, target)
-                    if held is not None:
-                        if not chunk.choices and chunk.usage is not None:
-                            held.usage = chunk.usage
-                            continue
-                        yield held
-                        held = None
-                    if finished:
-                        held = chunk
-                    elif chunk.choices or chunk.usage is not None:
-                        yield chunk
+                try:
+                    translate.feed(data)
+                except UpstreamError:
+                    if translate.content_seen and translate.output:
+                        yield translate.take()
+                    raise
+                if translate.output and (translate.content_seen or translate.finished):
+                    yield translate.take()
+                if translate.finished:
+                    return
         except (aiohttp.ClientError, OSError) as err:
             raise connection_error(target, f"stream cut: {type(err).__name__}") from None
         raise protocol_error(target, "stream ended without [DONE]")
-
-    def _chunk(self, event: bytes, target: Target) -> tuple[Completion, bool]:
-        """One upstream event as our chunk, and whether it finishes a choice."""
-        try:
-            upstream = _chunk_decoder.decode(event)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise protocol_error(target, "undecodable stream event") from None
-        if upstream.error is not None:
-            raise _error_in_body(target, upstream.error)
-        chunk = Completion(
-            id=upstream.id,
-            choices=_choices(upstream, _IN_PROGRESS),
-            created=upstream.created,
-            model=upstream.model or target.model,
-            object=upstream.object,
-            system_fingerprint=upstream.system_fingerprint,
-            usage=upstream.usage,
-        )
-        return chunk, any(c.finish_reason for c in upstream.choices)
-
-
-def _error_in_body(target: Target, error: wire.UpstreamErrorBody | str) -> UpstreamError:
-    """An error object where a completion or a chunk was expected (OpenAI's mid-stream
-    `data: {"error": {...}}`): the provider failed, whatever the HTTP status said."""
-    message = error if isinstance(error, str) else error.message
-    return UpstreamError(upstream_error(502, message or f"{target.label}: error from provider"))
 
 
 CONNECTOR = OpenAIConnector

@@ -1,0 +1,132 @@
+"""OpenAI's completion stream → ours, as SSE frames ready to write.
+
+Most events are chunks of a choice still generating, which need only two byte-level edits to
+match the spec (`finish_reason: null` → `"stop"`, drop `usage: null`); those are rewritten
+without parsing. Everything else — the chunk that finishes a choice, the usage chunk, an error
+event, anything unusual — is decoded and re-encoded. Frames from one upstream read are written
+to the client in one piece, as they arrived.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from proxy.api.errors import upstream_error
+from proxy.api.response import FINISH_REASONS, Choice, Completion, encoder
+from proxy.pipeline.call import Call, Target
+from proxy.providers.base import UpstreamError, protocol_error
+from proxy.providers.openai import wire
+from proxy.providers.sse import SSEParser
+
+_NULL_REASON = b'"finish_reason":null'
+_IN_PROGRESS = b'"finish_reason":"stop"'  # the spec's enum has no "not yet" (DESIGN.md)
+_NOT_IN_SPEC = (b',"usage":null', b',"system_fingerprint":null')
+_decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
+
+
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def _fast(event: bytes) -> bytes | None:
+    """An in-progress chunk rewritten in place, or None when the event must be parsed."""
+    if _NULL_REASON not in event or event.count(b'"finish_reason"') != 1 or b'"error"' in event:
+        return None
+    event = event.replace(_NULL_REASON, _IN_PROGRESS)
+    for field in _NOT_IN_SPEC:
+        event = event.replace(field, b"")
+    return frame(event)
+
+
+def _finish_reason(reason: str | None) -> str:
+    if reason is None:
+        return "stop"
+    # Servers add their own reasons (vLLM's "abort", llama.cpp's "eos"); the spec's enum has four.
+    return reason if reason in FINISH_REASONS else "stop"
+
+
+def completion_of(upstream: wire.UpstreamCompletion, target: Target) -> Completion:
+    return Completion(
+        id=upstream.id,
+        choices=[Choice(c.text, c.index, _finish_reason(c.finish_reason)) for c in upstream.choices],  # type: ignore[arg-type]
+        created=upstream.created,
+        model=upstream.model or target.model,
+        object=upstream.object,
+        system_fingerprint=upstream.system_fingerprint,
+        usage=upstream.usage,
+    )
+
+
+def error_in_body(target: Target, error: wire.UpstreamErrorBody | str) -> UpstreamError:
+    """An error object where a completion or a chunk was expected (OpenAI's mid-stream
+    `data: {"error": {...}}`): the provider failed, whatever the HTTP status said."""
+    message = error if isinstance(error, str) else error.message
+    return UpstreamError(upstream_error(502, message or f"{target.label}: error from provider"))
+
+
+class StreamTranslator:
+    """Feed upstream bytes; take SSE frames out. Raises UpstreamError on an error event."""
+
+    def __init__(self, call: Call, target: Target) -> None:
+        self.call = call
+        self.target = target
+        self.parser = SSEParser()
+        self.output = bytearray()
+        self.content_seen = False
+        self.finished = False
+        # OpenAI sends the usage in a last chunk with no choices; it is folded into the chunk that
+        # finished, so the final chunk carries both the real finish_reason and the usage.
+        self.held: Completion | None = None
+
+    def take(self) -> bytes:
+        out = bytes(self.output)
+        self.output.clear()
+        return out
+
+    def feed(self, data: bytes) -> None:
+        for event in self.parser.feed(data):
+            if self.finished:
+                continue
+            if event == b"[DONE]":
+                self._flush_held()
+                self.finished = True
+                continue
+            fast = _fast(event)
+            if fast is not None:
+                self._flush_held()
+                self.output += fast
+                if not self.content_seen and b'"text":""' not in event:
+                    self.content_seen = True
+                continue
+            self._parsed(event)
+
+    def _parsed(self, event: bytes) -> None:
+        try:
+            upstream = _decoder.decode(event)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise protocol_error(self.target, "undecodable stream event") from None
+        if upstream.error is not None:
+            raise error_in_body(self.target, upstream.error)
+        chunk = completion_of(upstream, self.target)
+        if self.held is not None:
+            if not chunk.choices and chunk.usage is not None:
+                self.held.usage = chunk.usage
+                return
+            self._flush_held()
+        if any(c.finish_reason for c in upstream.choices):
+            self.held = chunk
+            self.content_seen = True
+        elif chunk.choices or chunk.usage is not None:
+            self._emit(chunk)
+            if any(c.text for c in chunk.choices):
+                self.content_seen = True
+
+    def _emit(self, chunk: Completion) -> None:
+        if chunk.usage is not None:
+            self.call.usage = chunk.usage
+        self.output += frame(encoder.encode(chunk))
+
+    def _flush_held(self) -> None:
+        if self.held is not None:
+            self._emit(self.held)
+            self.held = None
