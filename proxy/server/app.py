@@ -24,7 +24,9 @@ async def json_errors(request: web.Request, handler: handlers.Handler) -> web.St
             raise
         kind, code = _HTTP_ERRORS.get(exc.status, (ErrorType.invalid_request, ErrorCode.invalid_request_body))
         message = f"{exc.reason}: {request.method} {request.path}"
-        return handlers.error_response(ProxyError(exc.status, message, type=kind, code=code),
+        # A 405 must say what is allowed (RFC 9110); aiohttp's exception carries the header.
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return handlers.error_response(ProxyError(exc.status, message, type=kind, code=code, headers=headers),
                                        handlers.request_id(request))
     except Exception:
         # A bug of ours: the client gets a JSON 500 with its request id, the log gets the traceback.
