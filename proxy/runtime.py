@@ -18,13 +18,15 @@ from proxy.providers.registry import connector_class
 class Runtime:
     """Built synchronously (so a bad config fails before anything opens); `start` opens pools."""
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(self, config: Config, metrics: Metrics, cache: ResponseCache | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.keys = KeyRing(config.auth.keys)
         self.resolve = TargetResolver(config)
         self.prompts = PromptRegistry.load(config.prompts.dir)
-        self.cache = ResponseCache(config.cache)
+        # A reload with unchanged cache settings hands over the running cache (see hand_over).
+        self.cache = cache or ResponseCache(config.cache)
+        self.owns_cache = True
         self.connectors: dict[str, Connector] = {
             name: connector_class(provider.type)(name, provider) for name, provider in config.providers.items()
         }
@@ -34,7 +36,12 @@ class Runtime:
         for connector in self.connectors.values():
             await connector.start()
 
+    def hand_over_cache(self) -> None:
+        """The next runtime took this one's cache: closing this one must leave it open."""
+        self.owns_cache = False
+
     async def close(self) -> None:
         for connector in self.connectors.values():
             await connector.close()
-        await self.cache.close()
+        if self.owns_cache:
+            await self.cache.close()

@@ -86,3 +86,20 @@ def test_sighup_adds_keys_providers_and_aliases(upstream: OpenAIEmulator, tmp_pa
         assert proxy.log().count('"config reloaded"') == workers
     finally:
         assert proxy.stop() == 0
+
+
+def test_the_memory_cache_survives_a_reload_that_keeps_its_settings(upstream: OpenAIEmulator,
+                                                                   tmp_path: Path) -> None:
+    proxy = start_proxy(upstream, tmp_path / "proxy")
+    body = {"model": "emu/cached", "prompt": "kept across reloads", "cache": {"type": "exact_match", "ttl": 600}}
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    try:
+        assert httpx.post(proxy.url + URL, headers=headers, json=body).headers["x-switchyard-cache"] == "miss"
+        write_config(proxy, proxy_config(upstream).replace("aliases:\n", "aliases:\n  another: emu/x\n"))
+        proxy.signal(signal.SIGHUP)
+        wait_for_log(proxy, '"config reloaded"', 1)
+        r = httpx.post(proxy.url + URL, headers=headers, json=body)
+        assert r.status_code == 200 and r.headers["x-switchyard-cache"] == "hit"
+        assert [q.model for q in upstream.requests] == ["cached"]
+    finally:
+        proxy.stop()

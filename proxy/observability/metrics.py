@@ -387,6 +387,11 @@ class Metrics:
             empty_model or model == NONE
         )
 
+    def add_providers(self, names: Iterable[str]) -> None:
+        """Providers added by a config reload become label values too (a union: requests still
+        running on the old config keep theirs)."""
+        self._providers = self._providers | frozenset(str(p) for p in names)
+
     # ---------------------------------------------------------------- gauges
     def request_started(self, stream: bool) -> None:
         """A client request entered the proxy. Pair with exactly one request_finished, whose `stream`

@@ -47,15 +47,19 @@ class Reloader:
             return False
         config.server.workers = old.config.server.workers  # --workers on the command line still wins
         runtime: Runtime | None = None
+        # Same cache settings: keep the cache (a memory cache would otherwise start empty).
+        shared_cache = old.cache if config.cache == old.config.cache else None
         try:
-            runtime = Runtime(config, old.metrics)
+            runtime = Runtime(config, old.metrics, cache=shared_cache)
             await runtime.start()
         except Exception as err:  # noqa: BLE001 - any failure must leave the old runtime serving
             self.logger.error(f"config reload failed, keeping the running config: {path}: {err!r}", config=path)
             if runtime is not None:
                 await runtime.close()
             return False
-        _know_providers(old, config)
+        old.metrics.add_providers(config.providers)
+        if shared_cache is not None:
+            old.hand_over_cache()
         server.runtime = runtime  # new requests use it from now on
         if config.logging != old.config.logging:
             configure_logging(config.logging)
@@ -81,12 +85,3 @@ class Reloader:
         """At shutdown, once every request is over: the old runtimes close at once."""
         if self.retiring:
             await asyncio.wait(list(self.retiring), timeout=5)
-
-
-def _know_providers(old: Runtime, config: Config) -> None:
-    # Metrics label only configured providers; a provider added by the reload is one of them now.
-    # Kept as a union so requests still running on the old config keep their labels.
-    metrics = old.metrics
-    known = getattr(metrics, "_providers", None)
-    if isinstance(known, frozenset):
-        metrics._providers = known | frozenset(config.providers)
