@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from fnmatch import translate
 
@@ -61,7 +62,7 @@ class KeyRing:
 class Authorize:
     """Stage: every model the request may reach must be in the key's allowlist."""
 
-    async def __call__(self, call: Call, next: Next) -> Result:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
         key, route = call.key, call.route
         if key is not None and key.allowed is not None and route is not None:
             for target, param in route.named:
@@ -73,4 +74,4 @@ class Authorize:
                         param=param,
                         code=ErrorCode.insufficient_scope,
                     )
-        return await next(call)
+        return next(call)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
+from collections.abc import Awaitable
 from itertools import accumulate
 
 from proxy.pipeline.call import Call, Target
@@ -23,10 +24,10 @@ class Balance:
     def __init__(self, rng: random.Random | None = None) -> None:
         self.random = (rng or random.Random()).random
 
-    async def __call__(self, call: Call, next: Next) -> Result:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
         route = call.route
         assert route is not None
         first = weighted_pick(route.weighted, self.random()) if route.weighted else route.model
         assert first is not None  # decode guarantees `model` or a load balancer
         route.candidates = [first, *route.fallbacks]
-        return await next(call)
+        return next(call)

@@ -8,7 +8,9 @@ answer; a cache outage is a miss, never a failed request.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
+from proxy.api.request import Cache
 from proxy.cache.assemble import framed, whole
 from proxy.cache.key import cache_key
 from proxy.cache.store import Entry, ResponseCache
@@ -24,11 +26,14 @@ class CacheStage:
         self.metrics = metrics
         self._writes: set[asyncio.Task[None]] = set()  # held so pending stores are not collected
 
-    async def __call__(self, call: Call, next: Next) -> Result:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
         assert call.route is not None
         settings = call.route.cache
         if settings is None:
-            return await next(call)
+            return next(call)
+        return self._cached(call, next, settings)
+
+    async def _cached(self, call: Call, next: Next, settings: Cache) -> Result:
         key = cache_key(call)
         entry = await self.cache.get(key)
         if entry is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from proxy.api.errors import ProxyError
 from proxy.observability.metrics import Metrics
-from proxy.pipeline.call import Attempt, Call
+from proxy.pipeline.call import Attempt, Call, Target
 from proxy.pipeline.stage import Next
 from proxy.providers.base import Result, UpstreamError
 
@@ -24,9 +26,16 @@ class Fallback:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    async def __call__(self, call: Call, next: Next) -> Result:
-        assert call.route is not None
-        candidates = call.route.candidates
+    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
+        route = call.route
+        assert route is not None
+        if len(route.candidates) == 1 and route.retry is None:
+            # Nothing to fall back to and nothing to sum up: the one attempt's outcome is the answer.
+            call.target = route.candidates[0]
+            return next(call)
+        return self._in_turn(call, next, route.candidates)
+
+    async def _in_turn(self, call: Call, next: Next, candidates: list[Target]) -> Result:
         last: UpstreamError | None = None
         for position, target in enumerate(candidates):
             call.target = target
@@ -39,7 +48,6 @@ class Fallback:
                 if position + 1 < len(candidates):
                     self.metrics.fallback(provider=target.provider, model=target.model)
                 continue
-            call.served = target
             return result
         assert last is not None
         if len(call.attempts) > 1:

@@ -7,6 +7,8 @@ answering without the retrieval the client asked for.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from proxy.api.errors import ErrorCode, ErrorType, ProxyError
 from proxy.pipeline.call import Call
 from proxy.pipeline.stage import Next
@@ -14,11 +16,11 @@ from proxy.providers.base import Result
 
 
 class Knowledge:
-    async def __call__(self, call: Call, next: Next) -> Result:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
         orq = call.request.orq
         if orq is not None and orq.knowledge_bases:
             kb = orq.knowledge_bases[0]
             raise ProxyError(404, f"Knowledge base {kb.knowledge_id!r} not found: this proxy has no knowledge "
                              "bases configured", type=ErrorType.not_found,
                              param="orq.knowledge_bases[0].knowledge_id", code=ErrorCode.not_found)
-        return await next(call)
+        return next(call)

@@ -64,6 +64,7 @@ class Retry:
                 continue
             seconds = time.perf_counter() - started
             call.attempts.append(Attempt(target.label, 200, round(seconds * 1000, 2)))
+            call.served = target
             metrics.upstream_finished(provider=target.provider, model=target.model, status="200",
                                       duration_s=seconds)
             return result

@@ -1,4 +1,10 @@
-"""A stage is `async def __call__(self, call, next)`; the pipeline is a list of them."""
+"""A stage is `__call__(self, call, next) -> Awaitable[Result]`; the pipeline is a list of them.
+
+A stage that only looks at the call before passing it on is a plain method returning
+`next(call)`: it then adds no coroutine frame to the chain every I/O resumption walks through.
+A stage that must act on the outcome (retry, fallback, timeout, cache) is `async def`, and
+returns `next(call)` unawaited on the paths where it has nothing to do.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ Next = Callable[[Call], Awaitable[Result]]
 
 
 class Stage(Protocol):
-    async def __call__(self, call: Call, next: Next) -> Result: ...
+    def __call__(self, call: Call, next: Next) -> Awaitable[Result]: ...
 
 
 def compose(stages: Sequence[Stage], last: Next) -> Next:

@@ -11,6 +11,7 @@ happens to contain braces — code, say — passes through untouched. Inside a s
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -54,7 +55,7 @@ class Templating:
     def __init__(self, prompts: PromptRegistry) -> None:
         self.prompts = prompts
 
-    async def __call__(self, call: Call, next: Next) -> Result:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
         orq = call.request.orq
         if orq is not None and (orq.prompt is not None or orq.inputs is not None):
             values = input_values(orq.inputs)
@@ -64,7 +65,7 @@ class Templating:
                 call.prompt = render(call.prompt, values, "orq.inputs")
             else:
                 call.prompt = [render(p, values, "orq.inputs") for p in call.prompt]
-        return await next(call)
+        return next(call)
 
     def _stored(self, call: Call, prompt_id: str, values: dict[str, str]) -> None:
         stored = self.prompts.latest(prompt_id)

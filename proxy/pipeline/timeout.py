@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from proxy.pipeline.call import Call
 from proxy.pipeline.stage import Next
@@ -11,11 +12,15 @@ from proxy.providers.base import Result, timeout_error
 
 
 class Timeout:
-    async def __call__(self, call: Call, next: Next) -> Result:
-        assert call.route is not None and call.target is not None
+    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
+        assert call.route is not None
         seconds = call.route.call_timeout_seconds
         if seconds is None:
-            return await next(call)
+            return next(call)
+        return self._bounded(call, next, seconds)
+
+    async def _bounded(self, call: Call, next: Next, seconds: float) -> Result:
+        assert call.target is not None
         try:
             async with asyncio.timeout(seconds):
                 return await next(call)

@@ -1,4 +1,9 @@
-"""The aiohttp application: routes and the middleware that keeps every answer in our error shape."""
+"""The aiohttp application: routes, with every answer in our error shape.
+
+No middleware: each one is a coroutine frame that every resumption of a request walks through,
+so the completions handler owns its errors and a catch-all route answers unknown paths (404)
+and known paths with the wrong method (405 with Allow) in JSON.
+"""
 
 from __future__ import annotations
 
@@ -8,43 +13,32 @@ from proxy.api.errors import ErrorCode, ErrorType, ProxyError
 from proxy.server import handlers
 from proxy.server.state import SERVER, Server
 
-_HTTP_ERRORS: dict[int, tuple[ErrorType, ErrorCode]] = {
-    404: (ErrorType.not_found, ErrorCode.not_found),
-    405: (ErrorType.invalid_request, ErrorCode.invalid_request_body),
-    413: (ErrorType.invalid_request, ErrorCode.payload_too_large),
-}
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: handlers.Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        kind, code = _HTTP_ERRORS.get(exc.status, (ErrorType.invalid_request, ErrorCode.invalid_request_body))
-        message = f"{exc.reason}: {request.method} {request.path}"
-        # A 405 must say what is allowed (RFC 9110); aiohttp's exception carries the header.
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return handlers.error_response(ProxyError(exc.status, message, type=kind, code=code, headers=headers),
-                                       handlers.request_id(request))
-    except Exception:
-        # A bug of ours: the client gets a JSON 500 with its request id, the log gets the traceback.
-        rid = handlers.request_id(request)
-        request.app[SERVER].logger.exception("unhandled error", request_id=rid, path=request.path)
-        return handlers.error_response(
-            ProxyError(500, "Internal error; the request id is in the logs", type=ErrorType.internal,
-                       code=ErrorCode.internal_error),
-            rid,
-        )
+COMPLETIONS = "/v2/router/completions"
 
 
 def make_app(server: Server, *, with_metrics: bool = True) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=server.runtime.config.server.max_body_bytes)
+    app = web.Application(client_max_size=server.runtime.config.server.max_body_bytes)
     app[SERVER] = server
-    app.router.add_post("/v2/router/completions", handlers.completions)
-    app.router.add_get("/healthz", handlers.healthz)
-    app.router.add_get("/readyz", handlers.readyz)
+    routes: dict[str, tuple[str, handlers.Handler]] = {
+        COMPLETIONS: ("POST", handlers.completions),
+        "/healthz": ("GET", handlers.healthz),
+        "/readyz": ("GET", handlers.readyz),
+    }
     if with_metrics:
-        app.router.add_get("/metrics", handlers.metrics)
+        routes["/metrics"] = ("GET", handlers.metrics)
+    for path, (method, handler) in routes.items():
+        app.router.add_route(method, path, handler)
+    allowed = {path: "GET, HEAD" if method == "GET" else method for path, (method, _) in routes.items()}
+
+    async def unrouted(request: web.Request) -> web.Response:
+        methods = allowed.get(request.path)
+        if methods is not None:
+            err = ProxyError(405, f"Method Not Allowed: {request.method} {request.path}",
+                             code=ErrorCode.invalid_request_body, headers={"Allow": methods})
+        else:
+            err = ProxyError(404, f"Not Found: {request.method} {request.path}", type=ErrorType.not_found,
+                             code=ErrorCode.not_found)
+        return handlers.error_response(err, handlers.request_id(request))
+
+    app.router.add_route("*", "/{tail:.*}", unrouted)
     return app

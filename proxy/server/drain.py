@@ -1,6 +1,6 @@
 """Which requests are running, on which Runtime: what a graceful drain and a reload wait for.
 
-A middleware records every request's task and the Runtime it started with. SIGTERM waits for
+The completions handler records its task and the Runtime it started with. SIGTERM waits for
 them up to the grace, then cancels the rest through `cancel_all`; handlers ask
 `cancelled_by_drain` to tell that cancellation from a client that went away, and answer it
 (a 503, or an in-band error event on a stream that already started).
@@ -9,59 +9,56 @@ them up to the grace, then cancels the rest through `cancel_all`; handlers ask
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from proxy.api.errors import ErrorCode, ErrorType, ProxyError
 from proxy.runtime import Runtime
 from proxy.server.state import Server
 
 
-@dataclass(eq=False)
-class Running:
-    task: asyncio.Task[object]
-    runtime: Runtime
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
 class Tracker:
+    """The completions handler enters and leaves it (two dict operations a request); drain and
+    reload, which are rare, poll it."""
+
+    POLL_SECONDS = 0.05
+
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.running: set[Running] = set()
+        self.running: dict[asyncio.Task[object], Runtime] = {}
         self.cancelled: set[asyncio.Task[object]] = set()  # tasks the drain cancelled
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def enter(self, runtime: Runtime) -> asyncio.Task[object] | None:
         task = asyncio.current_task()
-        assert task is not None
-        # Read server.runtime here, synchronously before the handler runs: the handler reads it
-        # in its first line, so both see the same Runtime even when a reload swaps it.
-        entry = Running(task, self.server.runtime)
-        self.running.add(entry)
-        try:
-            return await handler(request)
-        finally:
-            self.running.discard(entry)
-            self.cancelled.discard(task)
-            entry.done.set_result(None)
+        if task is not None:
+            self.running[task] = runtime
+        return task
 
-    def using(self, runtime: Runtime | None = None) -> list[asyncio.Future[None]]:
-        return [r.done for r in self.running if runtime is None or r.runtime is runtime]
+    def leave(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
+            self.running.pop(task, None)
+            self.cancelled.discard(task)
+
+    def count(self, runtime: Runtime | None = None) -> int:
+        if runtime is None:
+            return len(self.running)
+        return sum(1 for used in self.running.values() if used is runtime)
 
     async def wait(self, timeout: float, runtime: Runtime | None = None) -> int:
         """Wait until the requests (of `runtime`, or all) are done; returns how many are left."""
-        pending = self.using(runtime)
-        if pending and timeout > 0:
-            _, left = await asyncio.wait(pending, timeout=timeout)
-            return len(left)
-        return len(pending)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = self.count(runtime)
+            remaining = deadline - loop.time()
+            if not left or remaining <= 0:
+                return left
+            await asyncio.sleep(min(self.POLL_SECONDS, remaining))
 
     def cancel_all(self) -> int:
-        for entry in self.running:
-            self.cancelled.add(entry.task)
-            entry.task.cancel()
+        for task in list(self.running):
+            self.cancelled.add(task)
+            task.cancel()
         return len(self.running)
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from proxy.api.decode import decode_request
 from proxy.api.errors import ErrorCode, ErrorType, ProxyError
 from proxy.api.request import GENERATION_FIELDS, CompletionRequest
-from proxy.api.response import Completion, encoder
+from proxy.api.response import encoder
 from proxy.observability.request_log import log_request
 from proxy.pipeline.call import Call
 from proxy.pipeline.routing import resolve_route
@@ -45,14 +45,8 @@ def error_response(err: ProxyError, rid: str) -> web.Response:
                         headers={"x-request-id": rid, **err.headers})
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    too_large = ProxyError(413, f"Request body is larger than {limit} bytes", code=ErrorCode.payload_too_large)
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(413, f"Request body is larger than {limit} bytes", code=ErrorCode.payload_too_large)
 
 
 def _result_headers(call: Call) -> dict[str, str]:
@@ -72,6 +66,8 @@ def _result_headers(call: Call) -> dict[str, str]:
 async def completions(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER]
     runtime = server.runtime  # a reload swaps it; this request keeps the one it started with
+    tracker = server.tracker
+    task = tracker.enter(runtime) if tracker is not None else None
     limits = runtime.config.server
     rid = request_id(request)
     call: Call | None = None
@@ -79,7 +75,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
     counted = False  # in the in-flight gauges once the body says whether it streams
     try:
         key = runtime.keys.authenticate(request.headers.get("Authorization"))
-        body = await _read_body(request, limits.max_body_bytes)
+        length = request.content_length
+        if length is not None and length > limits.max_body_bytes:
+            raise _too_large(limits.max_body_bytes)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(limits.max_body_bytes) from None
         decoded = decode_request(body)
         server.metrics.request_started(stream=decoded.stream)
         counted = True
@@ -88,7 +90,6 @@ async def completions(request: web.Request) -> web.StreamResponse:
         call.route = resolve_route(decoded, runtime.resolve)
         call.prompt = decoded.prompt if decoded.prompt is not None else ""
         call.params = generation_params(decoded)
-        assert runtime.pipeline is not None
         async with asyncio.timeout(limits.max_request_seconds):
             result = await runtime.pipeline(call)
         if isinstance(result, ChunkStream):
@@ -98,7 +99,6 @@ async def completions(request: web.Request) -> web.StreamResponse:
             if "stream_error" in call.log:
                 status = call.log["stream_error"]["status"]
             return response
-        assert isinstance(result, Completion)
         call.usage = result.usage
         status = 200
         return web.Response(body=encoder.encode(result), content_type="application/json",
@@ -122,7 +122,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
             raise
         status = 503  # SIGTERM's grace ran out before this request finished
         return error_response(drain.shutdown_error(request), rid)
+    except Exception:
+        # A bug of ours: the client gets a JSON 500 with its request id, the log the traceback.
+        server.logger.exception("unhandled error", request_id=rid, path=request.path)
+        return error_response(ProxyError(500, "Internal error; the request id is in the logs",
+                                         type=ErrorType.internal, code=ErrorCode.internal_error), rid)
     finally:
+        if tracker is not None:
+            tracker.leave(task)
         server.metrics.request_done(call, status, counted)
         log_request(server.logger, rid, call, status, request.path)
 

@@ -56,7 +56,7 @@ async def serve_forever(config: Config, *, reuse_port: bool = False,
     listen = config.server
     app = make_app(server, with_metrics=listen.metrics is None)
     app[TRACKER] = tracker
-    app.middlewares.append(tracker.middleware)
+    server.tracker = tracker
     # handler_cancellation: a client that disconnects cancels its handler, which closes the
     # upstream request at once instead of letting it generate tokens nobody reads.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=_CLOSE_SECONDS)
@@ -118,7 +118,7 @@ async def drain(server: Server, tracker: Tracker, runner: web.AppRunner, logger:
     grace = server.runtime.config.server.shutdown_grace_seconds
     server.draining = True  # /readyz answers 503 from now on
     notify.stopping()
-    logger.info("draining", grace_seconds=grace, requests=len(tracker.running))
+    logger.info("draining", grace_seconds=grace, requests=tracker.count())
     for site in list(runner.sites):
         await site.stop()  # closes the listening socket: new connections are refused
     if runner.server is not None:

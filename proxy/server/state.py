@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from proxy.observability.request_metrics import RequestMetrics
 from proxy.runtime import Runtime
+
+if TYPE_CHECKING:
+    from proxy.server.drain import Tracker
 
 
 class Server:
@@ -16,6 +19,7 @@ class Server:
         self.metrics = metrics
         self.logger = logger
         self.draining = False
+        self.tracker: Tracker | None = None  # set by the runner; absent in a bare test app
 
 
 SERVER: web.AppKey[Server] = web.AppKey("switchyard_server", Server)

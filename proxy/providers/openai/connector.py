@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -92,15 +92,15 @@ class OpenAIConnector(Connector):
             )
         )
 
-    async def _post(self, call: Call, target: Target) -> aiohttp.ClientResponse:
-        try:
-            return await self.session.post(self.url, data=self._body(call, target),
-                                           headers={"X-Request-ID": call.request_id})
-        except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target, type(err).__name__) from None
+    def _post(self, call: Call, target: Target) -> Awaitable[aiohttp.ClientResponse]:
+        # Awaited by the caller inside its own try: one coroutine frame fewer per resumption.
+        return self.session.post(self.url, data=self._body(call, target), headers={"X-Request-ID": call.request_id})
 
     async def complete(self, call: Call, target: Target) -> Completion:
-        response = await self._post(call, target)
+        try:
+            response = await self._post(call, target)
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target, type(err).__name__) from None
         try:
             raw = await response.read()
         except (aiohttp.ClientError, OSError) as err:
@@ -118,7 +118,10 @@ class OpenAIConnector(Connector):
         return completion_of(upstream, target)
 
     async def stream(self, call: Call, target: Target) -> ChunkStream:
-        response = await self._post(call, target)
+        try:
+            response = await self._post(call, target)
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target, type(err).__name__) from None
         if response.status >= 400:
             try:
                 raw = await response.read()
