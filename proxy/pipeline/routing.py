@@ -53,6 +53,13 @@ class TargetResolver:
 
 def resolve_route(request: CompletionRequest, resolve: TargetResolver) -> Route:
     orq = request.orq
+    if orq is None and request.load_balancer is None and not request.fallbacks and request.model:
+        # The common request: one model, maybe retry/timeout/cache, nothing to merge.
+        model = resolve(request.model, "model")
+        timeout = request.timeout
+        return Route(model=model, fallbacks=[], weighted=None, retry=request.retry,
+                     call_timeout_seconds=timeout.call_timeout / 1000 if timeout else None,
+                     cache=request.cache, named=[(model, "model")])
     fallbacks = request.fallbacks if request.fallbacks is not None else (orq.fallbacks if orq else None)
     fallbacks_param = "fallbacks" if request.fallbacks is not None else "orq.fallbacks"
     balancer: LoadBalancer | None = request.load_balancer or (orq.load_balancer if orq else None)

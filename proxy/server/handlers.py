@@ -66,9 +66,9 @@ def _result_headers(call: Call) -> dict[str, str]:
 async def completions(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER]
     runtime = server.runtime  # a reload swaps it; this request keeps the one it started with
-    tracker = server.tracker
-    task = tracker.enter(runtime) if tracker is not None else None
     limits = runtime.config.server
+    tracker = server.tracker
+    task = tracker.enter(runtime, limits.max_request_seconds) if tracker is not None else None
     rid = request_id(request)
     call: Call | None = None
     status = 500
@@ -90,12 +90,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
         call.route = resolve_route(decoded, runtime.resolve)
         call.prompt = decoded.prompt if decoded.prompt is not None else ""
         call.params = generation_params(decoded)
-        async with asyncio.timeout(limits.max_request_seconds):
-            result = await runtime.pipeline(call)
+        result = await runtime.pipeline(call)
         if isinstance(result, ChunkStream):
             status = 200
-            remaining = call.deadline - time.perf_counter()
-            response = await sse.relay(request, call, result, _result_headers(call), remaining)
+            response = await sse.relay(request, call, result, _result_headers(call))
             if "stream_error" in call.log:
                 status = call.log["stream_error"]["status"]
             return response
@@ -109,19 +107,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
         if call is not None and call.attempts:  # what was tried, as on a success
             response.headers["x-switchyard-attempts"] = str(len(call.attempts))
         return response
-    except TimeoutError:
-        status = 504
-        return error_response(
-            ProxyError(504, f"Request did not finish within {limits.max_request_seconds:g} s",
-                       type=ErrorType.timeout, code=ErrorCode.request_timeout),
-            rid,
-        )
     except asyncio.CancelledError:
-        if not drain.cancelled_by_drain(request):
+        reason = drain.cancelled_by(request)
+        if reason is None:
             status = 499  # the client went away; nginx's name for it
             raise
-        status = 503  # SIGTERM's grace ran out before this request finished
-        return error_response(drain.shutdown_error(request), rid)
+        err = drain.cancellation_error(request, reason)  # 504 past the deadline, 503 drained
+        status = err.status
+        return error_response(err, rid)
     except Exception:
         # A bug of ours: the client gets a JSON 500 with its request id, the log the traceback.
         server.logger.exception("unhandled error", request_id=rid, path=request.path)

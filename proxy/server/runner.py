@@ -129,6 +129,7 @@ async def drain(server: Server, tracker: Tracker, runner: web.AppRunner, logger:
         logger.warning("grace over, cancelling requests", requests=left)
         tracker.cancel_all()
         await tracker.wait(_CLOSE_SECONDS)
+    await tracker.close()
     await runner.cleanup()
 
 

@@ -11,7 +11,7 @@ import time
 
 from aiohttp import web
 
-from proxy.api.errors import ErrorCode, ErrorType, ProxyError
+from proxy.api.errors import ProxyError
 from proxy.pipeline.call import Call
 from proxy.providers.base import ChunkStream
 from proxy.server import drain
@@ -34,27 +34,22 @@ def event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-async def relay(request: web.Request, call: Call, stream: ChunkStream, headers: dict[str, str],
-                remaining_seconds: float) -> web.StreamResponse:
-    """`remaining_seconds`: what is left of `server.max_request_seconds` for this request."""
+async def relay(request: web.Request, call: Call, stream: ChunkStream, headers: dict[str, str]) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
     try:
-        async with asyncio.timeout(remaining_seconds):
-            call.first_token_seconds = time.perf_counter() - call.started  # the first content is in hand
-            async for frames in stream:
-                await response.write(frames)
+        call.first_token_seconds = time.perf_counter() - call.started  # the first content is in hand
+        async for frames in stream:
+            await response.write(frames)
         await response.write(DONE)
     except ProxyError as err:
         await _fail(response, call, err)
-    except TimeoutError:
-        await _fail(response, call, ProxyError(504, "Request did not finish within server.max_request_seconds",
-                                               type=ErrorType.timeout, code=ErrorCode.request_timeout))
     except asyncio.CancelledError:
-        if not drain.cancelled_by_drain(request):
+        reason = drain.cancelled_by(request)
+        if reason is None:
             raise  # the client went away: nobody to tell
-        # SIGTERM's grace ran out mid-stream: say so in-band, and no [DONE], so the client can tell.
-        await _fail(response, call, drain.shutdown_error(request))
+        # The deadline or SIGTERM's grace ran out mid-stream: say so in-band, and no [DONE].
+        await _fail(response, call, drain.cancellation_error(request, reason))
     finally:
         await stream.aclose()
     await response.write_eof()
