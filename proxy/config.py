@@ -15,6 +15,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from proxy.api.errors import validation_location
 from proxy.providers.registry import PROVIDER_TYPES
 
 PortNumber = Annotated[int, Meta(ge=1, le=65535)]
@@ -124,16 +125,6 @@ def _interpolate(node: Any, path: str, env: dict[str, str], source: str) -> Any:
 
 
 # -- loading -------------------------------------------------------------------------------------------
-_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-
-
-def _error_path(err: msgspec.ValidationError) -> tuple[str, str]:
-    match = _AT.match(str(err))
-    assert match is not None
-    path = (match["path"] or "").lstrip(".")
-    return path or "(top level)", match["what"]
-
-
 def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
     try:
         raw = yaml.safe_load(text)
@@ -145,8 +136,8 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
     try:
         config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as err:
-        path, what = _error_path(err)
-        raise ConfigError(f"{source}: {path}: {what}") from None
+        path, what = validation_location(err)
+        raise ConfigError(f"{source}: {path or '(top level)'}: {what}") from None
     config.source = source
     _check(config, source)
     return config

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.api.errors import ProxyError, bad_request
+from proxy.api.errors import ProxyError, bad_request, validation_location
 from proxy.api.filters import parse_filter
 from proxy.api.request import CompletionRequest, ThinkingEnabled
 
@@ -20,19 +20,11 @@ _any_decoder = msgspec.json.Decoder()
 _FREE_FORM = frozenset({"inputs", "metadata", "filter_by"})
 _MAX_EXACT = 2**53  # beyond this a float is not an exact integer anyway
 
-_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 
 
-def _json_path_to_param(path: str) -> str:
-    # msgspec says `$.a.b[1].c`; our `param` is `a.b[1].c`.
-    return path[1:] if path.startswith(".") else path
-
-
 def _validation_error(err: msgspec.ValidationError) -> ProxyError:
-    match = _AT.match(str(err))
-    assert match is not None  # the pattern matches any string
-    what, path = match["what"], _json_path_to_param(match["path"] or "")
+    path, what = validation_location(err)
     missing = _MISSING.match(what)
     if missing:
         param = f"{path}.{missing['field']}" if path else missing["field"]

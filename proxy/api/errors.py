@@ -6,6 +6,7 @@ failure — ours or an upstream's — leaves the proxy in exactly that shape.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 import msgspec
@@ -111,3 +112,14 @@ def upstream_error(status: int, message: str, param: str | None = None) -> Proxy
             ErrorCode.provider_error,
         )
     return ProxyError(status, message, type=kind[0], param=param, code=kind[1])
+
+
+_LOCATION = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def validation_location(err: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec says `Expected int <= 5 - at $.retry.count`; this gives ("retry.count", "Expected
+    int <= 5"), the path as our `param` and config errors name it ("" at the top level)."""
+    match = _LOCATION.match(str(err))
+    assert match is not None  # the pattern matches any string
+    return (match["path"] or "").removeprefix("."), match["what"]

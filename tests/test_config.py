@@ -1,0 +1,97 @@
+"""The config contract: YAML → ${ENV} → msgspec, every error naming the file and the key path,
+and `switchyard check-config` / `serve` refusing a bad file with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.config import DEFAULT_CONFIG, ConfigError, parse_config
+from tests.proxy_process import REPO
+
+MINIMAL = 'providers:\n  local: {type: openai, base_url: "http://127.0.0.1:8000/v1"}\n'
+
+
+def error_of(text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "conf.yaml", env=env or {})
+    return str(info.value)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("providers: {}\n", "conf.yaml: providers: at least one provider is required"),
+    ("providers:\n  x: {type: anthropic}\n", "conf.yaml: providers.x.type: unknown provider type 'anthropic'"),
+    ("providers:\n  x: {type: openai, base_url: ftp://h}\n", "conf.yaml: providers.x.base_url: must be an http"),
+    (MINIMAL + "server: {port: 70000}\n", "conf.yaml: server.port: Expected `int` <= 65535"),
+    (MINIMAL + "server: {prot: 80}\n", "conf.yaml: server: Object contains unknown field `prot`"),
+    (MINIMAL + "auth: {keys: [{name: a}]}\n", "conf.yaml: auth.keys[0]: set exactly one of `key` and `key_sha256`"),
+    (MINIMAL + "auth: {keys: [{name: a, key: short}]}\n", "conf.yaml: auth.keys[0].key: is empty or shorter"),
+    (MINIMAL + "auth: {keys: [{name: a, key_sha256: nothex}]}\n", "conf.yaml: auth.keys[0].key_sha256: Expected"),
+    (MINIMAL + "auth: {keys: [{name: a, key: \"12345678\"}, {name: a, key: abcdefgh}]}\n",
+     "conf.yaml: auth.keys[1].name: duplicate key name 'a'"),
+    (MINIMAL + "aliases: {fast: nope/model}\n", "conf.yaml: aliases.fast: 'nope/model' must be `provider/model`"),
+    (MINIMAL + "cache: {backend: redis}\n", "conf.yaml: cache.url: the redis backend needs a url"),
+    (MINIMAL + "cache: {backend: disk}\n", "conf.yaml: cache.backend: Invalid enum value 'disk'"),
+    ("- a\n- b\n", "conf.yaml: the top level must be a mapping"),
+    ("providers: [\n", "conf.yaml: not valid YAML"),
+])
+def test_errors_name_the_file_and_the_key_path(text: str, expected: str) -> None:
+    message = error_of(text)
+    assert message.startswith(expected.split(":")[0]) and expected in message, message
+
+
+def test_environment_interpolation_with_defaults_and_missing_variables() -> None:
+    text = ('providers:\n  local: {type: openai, base_url: "${BASE:-http://127.0.0.1:9/v1}", api_key: "${KEY}"}\n'
+            'server: {port: "${PORT:-8081}"}\n')
+    config = parse_config(text, "conf.yaml", env={"KEY": "sk-abc"})
+    assert config.providers["local"].base_url == "http://127.0.0.1:9/v1"
+    assert config.providers["local"].api_key == "sk-abc"
+    assert config.server.port == 8081  # a string from the environment becomes the int the key wants
+    assert error_of(text) == "conf.yaml: providers.local.api_key: environment variable KEY is not set"
+
+
+def test_openai_base_url_defaults_and_the_shipped_config_loads() -> None:
+    config = parse_config("providers:\n  openai: {type: openai}\n", "conf.yaml", env={})
+    assert config.providers["openai"].base_url == "https://api.openai.com/v1"
+    shipped = parse_config(DEFAULT_CONFIG.read_text(), str(DEFAULT_CONFIG), env={"SWITCHYARD_API_KEY": "k" * 16})
+    assert set(shipped.providers) == {"openai", "local"}
+    assert shipped.cache.backend == "memory" and shipped.server.port == 8080
+    # configs/switchyard.yaml is the same file the package ships, so the README and the package agree.
+    assert (REPO / "configs" / "switchyard.yaml").read_text() == DEFAULT_CONFIG.read_text()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], cwd=REPO, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **(env or {})}, timeout=30, check=False)
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(MINIMAL)
+    done = run_cli("check-config", str(good))
+    assert done.returncode == 0 and "ok (1 providers: local" in done.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers:\n  x: {type: cohere}\n")
+    done = run_cli("check-config", str(bad))
+    assert done.returncode == 2
+    assert f"{bad}: providers.x.type: unknown provider type 'cohere'" in done.stderr
+    done = run_cli("check-config", str(tmp_path / "missing.yaml"))
+    assert done.returncode == 2 and "cannot read" in done.stderr
+
+
+def test_serve_refuses_a_bad_config_and_names_the_unset_variable() -> None:
+    done = run_cli("serve", "--config", str(DEFAULT_CONFIG))
+    assert done.returncode == 2
+    assert "auth.keys[0].key: environment variable SWITCHYARD_API_KEY is not set" in done.stderr
+
+
+def test_stored_prompts_are_checked_with_the_config(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.yaml").write_text("versions: [{version: 1, template: hi, params: {temperature: 9}}]\n")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(MINIMAL + "prompts: {dir: prompts}\n")
+    done = run_cli("check-config", str(conf))
+    assert done.returncode == 2 and "p.yaml" in done.stderr and "temperature" in done.stderr
