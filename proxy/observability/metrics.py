@@ -28,7 +28,6 @@ so a request costs a few dict lookups plus the increments themselves.
 
 from __future__ import annotations
 
-import glob
 import importlib.metadata
 import os
 from collections.abc import Callable, Iterable
@@ -45,10 +44,27 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _pc_multiprocess
-from prometheus_client import (
-    values as _pc_values,
-)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from proxy.observability.labels import (
+    _MAX_CACHE_RESULTS,
+    _MAX_ROUTES,
+    _MAX_STATUSES,
+    NONE,
+    OTHER,
+    OVERHEAD_BUCKETS,
+    REQUEST_BUCKETS,
+    TTFT_BUCKETS,
+    _Capped,
+    _seconds,
+)
+from proxy.observability.multiproc import (
+    ENV_MULTIPROC_DIR,
+    clear_multiproc_dir,
+    ensure_value_class,
+    mark_process_dead,
+    multiproc_dir,
+)
 
 __all__ = [
     "NONE",
@@ -56,6 +72,7 @@ __all__ = [
     "OVERHEAD_BUCKETS",
     "REQUEST_BUCKETS",
     "TTFT_BUCKETS",
+    "ENV_MULTIPROC_DIR",
     "Metrics",
     "clear_multiproc_dir",
     "mark_process_dead",
@@ -66,170 +83,15 @@ __all__ = [
 # use; nobody graphs them. (Multiprocess mode never emits them anyway.)
 disable_created_metrics()
 
-ENV_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = (
     CONTENT_TYPE_PLAIN_0_0_4  # classic text format; every Prometheus version parses it
 )
-
-OTHER = "other"
-NONE = "none"
-
-# Whole requests and upstream calls: a cached answer takes a few ms, a long generation minutes.
-REQUEST_BUCKETS = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    20.0,
-    30.0,
-    60.0,
-    120.0,
-)
-# Time to first token: interesting between ~50 ms and a few seconds, so finer there.
-TTFT_BUCKETS = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.2,
-    0.3,
-    0.5,
-    0.75,
-    1.0,
-    1.5,
-    2.0,
-    3.0,
-    5.0,
-    10.0,
-    20.0,
-    30.0,
-    60.0,
-    120.0,
-)
-# The proxy's own time: should be well under a millisecond; the alert fires at p99 > 5 ms.
-OVERHEAD_BUCKETS = (
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-)
-
-_MAX_MODEL_LEN = 200  # longer "model ids" are not model ids
-_MAX_ROUTES = 32
-_MAX_CACHE_RESULTS = 16
-_MAX_STATUSES = 128
-_MAX_DURATION_S = (
-    1e6  # anything outside [0, 1e6] is a bug (NaN, inf, negative): observed as 0
-)
-
-
-def multiproc_dir() -> str | None:
-    """The multiprocess directory from the environment, or None in single-process mode."""
-    return (
-        os.environ.get(ENV_MULTIPROC_DIR)
-        or os.environ.get("prometheus_multiproc_dir")
-        or None
-    )
-
-
-def mark_process_dead(pid: int, path: str | None = None) -> None:
-    """Forget the live gauges of a worker that exited (call from the parent on worker exit).
-
-    Counters and histograms of the dead worker stay (they are cumulative); its in-flight and
-    active-stream contributions disappear. No-op in single-process mode.
-    """
-    path = path or multiproc_dir()
-    if not path or not os.path.isdir(path):
-        return
-    _pc_multiprocess.mark_process_dead(pid, path)
-
-
-def clear_multiproc_dir(path: str | None = None) -> None:
-    """Remove every ``*.db`` file of a multiprocess directory (parent, before starting workers).
-
-    Files left by a previous run would otherwise be merged into the new run's metrics.
-    """
-    path = path or multiproc_dir()
-    if not path:
-        return
-    os.makedirs(path, exist_ok=True)
-    for f in glob.glob(os.path.join(path, "*.db")):
-        try:
-            os.remove(f)
-        except FileNotFoundError:
-            pass
-
-
-def _ensure_value_class(multiprocess: bool) -> None:
-    """Make prometheus-client build values of the right kind.
-
-    prometheus-client chooses mmap-backed or in-memory values once, when it is first imported,
-    from the environment. The server may set ``PROMETHEUS_MULTIPROC_DIR`` after that import (for
-    ``--workers N``), so switch the class here, before any metric of ours is constructed.
-    """
-    is_mp = bool(getattr(_pc_values.ValueClass, "_multiprocess", False))
-    if multiprocess and not is_mp:
-        _pc_values.ValueClass = _pc_values.MultiProcessValue()
-    elif not multiprocess and is_mp:
-        _pc_values.ValueClass = _pc_values.MutexValue
-
 
 def _default_version() -> str:
     try:
         return importlib.metadata.version("switchyard")
     except importlib.metadata.PackageNotFoundError:  # running from a source tree
         return "unknown"
-
-
-def _seconds(x: float) -> float:
-    """Durations outside [0, 1e6] (negative from clock skew, NaN, inf) would poison histogram sums."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return 0.0
-    return x if 0.0 <= x <= _MAX_DURATION_S else 0.0
-
-
-class _Capped:
-    """Maps raw values to label values: the first ``cap`` distinct ones are kept, later ones are "other"."""
-
-    __slots__ = ("_cap", "_max_len", "_seen")
-
-    def __init__(self, cap: int, max_len: int = _MAX_MODEL_LEN) -> None:
-        self._seen: dict[str, str] = {}
-        self._cap = cap
-        self._max_len = max_len
-
-    def __call__(self, value: object) -> str:
-        label = self._seen.get(value)  # type: ignore[call-overload]
-        if label is not None:
-            return label
-        if value is None or value == "":
-            return NONE
-        if not isinstance(value, str):
-            value = str(value)
-            label = self._seen.get(value)
-            if label is not None:
-                return label
-        if len(self._seen) < self._cap and len(value) <= self._max_len:
-            self._seen[value] = value
-            return value
-        return OTHER
 
 
 class Metrics:
@@ -246,7 +108,7 @@ class Metrics:
         self.multiprocess = self._mp_dir is not None
         if self.multiprocess and not os.path.isdir(self._mp_dir):  # type: ignore[arg-type]
             raise ValueError(f"{ENV_MULTIPROC_DIR}={self._mp_dir!r} is not a directory")
-        _ensure_value_class(self.multiprocess)
+        ensure_value_class(self.multiprocess)
 
         self._providers = frozenset(str(p) for p in known_providers)
         self._model = _Capped(max(0, int(max_models)))
