@@ -51,6 +51,7 @@ class Retry:
                 result = await next(call)
             except UpstreamError as err:
                 seconds = time.perf_counter() - started
+                call.upstream_seconds += seconds
                 call.attempts.append(Attempt(target.label, err.status, round(seconds * 1000, 2), err.kind))
                 metrics.upstream_finished(provider=target.provider, model=target.model,
                                           status=outcome_label(err), duration_s=seconds)
@@ -63,6 +64,7 @@ class Retry:
                 await asyncio.sleep(delay)
                 continue
             seconds = time.perf_counter() - started
+            call.upstream_seconds += seconds  # time waiting on the provider: not the proxy's overhead
             call.attempts.append(Attempt(target.label, 200, round(seconds * 1000, 2)))
             call.served = target
             metrics.upstream_finished(provider=target.provider, model=target.model, status="200",
