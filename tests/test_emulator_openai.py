@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # runnable as plain `pytest`, not only `python -m`
-    sys.path.insert(0, str(REPO))
 
 from tests.emulators.openai_server import OpenAIEmulator, Reply
 

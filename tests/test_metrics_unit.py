@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[1]
-if (
-    str(REPO) not in sys.path
-):  # runnable as plain `pytest` before the package is installed
-    sys.path.insert(0, str(REPO))
-
 from proxy.observability import metrics as metrics_mod
 from proxy.observability.metrics import Metrics, mark_process_dead
+from tests.proxy_process import REPO
 
 ROUTE = "/v2/router/completions"
 

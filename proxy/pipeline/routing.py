@@ -55,11 +55,11 @@ def resolve_route(request: CompletionRequest, resolve: TargetResolver) -> Route:
     orq = request.orq
     if orq is None and request.load_balancer is None and not request.fallbacks and request.model:
         # The common request: one model, maybe retry/timeout/cache, nothing to merge.
-        model = resolve(request.model, "model")
+        only = resolve(request.model, "model")
         timeout = request.timeout
-        return Route(model=model, fallbacks=[], weighted=None, retry=request.retry,
+        return Route(model=only, fallbacks=[], weighted=None, retry=request.retry,
                      call_timeout_seconds=timeout.call_timeout / 1000 if timeout else None,
-                     cache=request.cache, named=[(model, "model")])
+                     cache=request.cache, named=[(only, "model")])
     fallbacks = request.fallbacks if request.fallbacks is not None else (orq.fallbacks if orq else None)
     fallbacks_param = "fallbacks" if request.fallbacks is not None else "orq.fallbacks"
     balancer: LoadBalancer | None = request.load_balancer or (orq.load_balancer if orq else None)
@@ -73,7 +73,7 @@ def resolve_route(request: CompletionRequest, resolve: TargetResolver) -> Route:
         return resolved
 
     weighted = None
-    model = None
+    model: Target | None = None
     if balancer is not None:  # `model` is ignored when a load balancer is given (DESIGN.md)
         weighted = [(target(m.model, f"{balancer_param}.models[{i}].model"), m.weight)
                     for i, m in enumerate(balancer.models)]

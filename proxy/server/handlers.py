@@ -112,9 +112,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
         if reason is None:
             status = 499  # the client went away; nginx's name for it
             raise
-        err = drain.cancellation_error(request, reason)  # 504 past the deadline, 503 drained
-        status = err.status
-        return error_response(err, rid)
+        cancelled = drain.cancellation_error(request, reason)  # 504 past the deadline, 503 drained
+        status = cancelled.status
+        return error_response(cancelled, rid)
     except Exception:
         # A bug of ours: the client gets a JSON 500 with its request id, the log the traceback.
         server.logger.exception("unhandled error", request_id=rid, path=request.path)
