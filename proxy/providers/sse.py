@@ -23,11 +23,14 @@ class SSEParser:
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         if not chunk:  # an empty read must not forget a pending "\r"
             return
-        if self._pending_cr and chunk[:1] == b"\n":
-            chunk = chunk[1:]
-        self._pending_cr = False
+        region = self._region(chunk)
+        if region is not None:
+            yield from self.events(region)
+            return
+        yield from self._general()
+
+    def _general(self) -> Iterator[bytes]:
         buffer = self._buffer
-        buffer += chunk
         start = 0
         length = len(buffer)
         while start < length:
@@ -49,6 +52,50 @@ class SSEParser:
                 yield event
             start = after
         del buffer[:start]
+
+    def feed_region(self, chunk: bytes) -> bytes | None:
+        """Buffer `chunk`; in the common framing (LF only, no event half-parsed) return the
+        complete events as one piece of bytes, separated by blank lines, for a caller that can
+        treat them in bulk (b"" when none is complete yet; `events(region)` splits it). None
+        when the general parser must run: then iterate `drain()`."""
+        if not chunk:
+            return b""
+        return self._region(chunk)
+
+    def drain(self) -> Iterator[bytes]:
+        """Events from what is buffered, by the general parser (after feed_region gave None)."""
+        return self._general()
+
+    def _region(self, chunk: bytes) -> bytes | None:
+        if self._pending_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._pending_cr = False
+        buffer = self._buffer
+        if not buffer and not self._data and chunk[-2:] == b"\n\n" and b"\r" not in chunk:
+            return chunk[:-2]  # whole events in one read, the usual case: no buffering at all
+        buffer += chunk
+        if self._data or b"\r" in buffer:
+            return None
+        end = buffer.rfind(b"\n\n")
+        if end == -1:
+            return b""
+        complete = bytes(buffer[:end])
+        del buffer[: end + 2]
+        return complete
+
+    def events(self, region: bytes) -> Iterator[bytes]:
+        """The `data` of each event of a region from feed_region."""
+        for event in region.split(b"\n\n"):
+            if event[:6] == b"data: " and b"\n" not in event:
+                yield event[6:]  # one-line `data:` event: no need to walk it line by line
+                continue
+            for line in event.split(b"\n"):
+                data = self._line(line)
+                if data is not None:
+                    yield data
+            data = self._line(b"")
+            if data is not None:
+                yield data
 
     def _line(self, line: bytes) -> bytes | None:
         if not line:  # blank line: dispatch the event

@@ -9,6 +9,8 @@ to the client in one piece, as they arrived.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import msgspec
 
 from proxy.api.errors import upstream_error
@@ -21,6 +23,7 @@ from proxy.providers.sse import SSEParser
 _NULL_REASON = b'"finish_reason":null'
 _IN_PROGRESS = b'"finish_reason":"stop"'  # the spec's enum has no "not yet" (DESIGN.md)
 _NOT_IN_SPEC = (b',"usage":null', b',"system_fingerprint":null')
+_GROWTH = len(_IN_PROGRESS) - len(_NULL_REASON)
 _decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
 
 
@@ -28,14 +31,39 @@ def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def _rewrite(payload: bytes) -> bytes:
+    payload = payload.replace(_NULL_REASON, _IN_PROGRESS)
+    for field in _NOT_IN_SPEC:
+        payload = payload.replace(field, b"")
+    return payload
+
+
 def _fast(event: bytes) -> bytes | None:
     """An in-progress chunk rewritten in place, or None when the event must be parsed."""
     if _NULL_REASON not in event or event.count(b'"finish_reason"') != 1 or b'"error"' in event:
         return None
-    event = event.replace(_NULL_REASON, _IN_PROGRESS)
+    return frame(_rewrite(event))
+
+
+def rewrite_in_progress(region: bytes) -> bytes | None:
+    """A region (`data: {...}` events joined by blank lines) rewritten whole when every event
+    in it is a one-line chunk of a choice still generating; None when one is anything else.
+
+    Each pass over the bytes costs about as much as handling an event in Python, so the checks
+    are few and whole-region: raw newlines cannot occur inside JSON, so the newlines are exactly
+    the separators, each followed by `data: {`; and the `finish_reason: null` replaced must be
+    one per event. An error event, a usage chunk or a finished choice has none, so a region
+    holding one is left to the event-by-event path.
+    """
+    separators = region.count(b"\n\ndata: {")
+    if not region.startswith(b"data: {") or region.count(b"\n") != 2 * separators:
+        return None
+    rewritten = region.replace(_NULL_REASON, _IN_PROGRESS)
+    if len(rewritten) - len(region) != (separators + 1) * _GROWTH:
+        return None
     for field in _NOT_IN_SPEC:
-        event = event.replace(field, b"")
-    return frame(event)
+        rewritten = rewritten.replace(field, b"")
+    return rewritten
 
 
 def _finish_reason(reason: str | None) -> str:
@@ -84,7 +112,22 @@ class StreamTranslator:
         return out
 
     def feed(self, data: bytes) -> None:
-        for event in self.parser.feed(data):
+        region = self.parser.feed_region(data)
+        if region is None:
+            self._events(self.parser.drain())
+        elif region:
+            # The usual read: nothing but chunks still generating, rewritten whole, framing kept.
+            bulk = rewrite_in_progress(region) if not self.finished and self.held is None else None
+            if bulk is None:
+                self._events(self.parser.events(region))
+                return
+            self.output += bulk
+            self.output += b"\n\n"
+            if not self.content_seen and region.count(b'"text":""') <= region.count(b"\n\n"):
+                self.content_seen = True
+
+    def _events(self, events: Iterator[bytes]) -> None:
+        for event in events:
             if self.finished:
                 continue
             if event == b"[DONE]":
