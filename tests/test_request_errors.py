@@ -481,6 +481,13 @@ def test_health_needs_no_key(proxy, path, status):
     assert r.status_code == 200 and r.json() == {"status": status}
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/nowhere"])
+def test_every_response_carries_a_request_id(proxy, path):
+    with _bare(proxy) as c:
+        assert len(c.get(path).headers["x-request-id"]) == 32
+        assert c.get(path, headers={"X-Request-ID": "probe-1"}).headers["x-request-id"] == "probe-1"
+
+
 # -- request ids -----------------------------------------------------------------------------------------
 def test_request_id_echoed_and_forwarded(client, upstream):
     rid = "req-Abc.123:xyz_9"

@@ -128,15 +128,16 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok"}, headers={"x-request-id": request_id(request)})
 
 
 async def readyz(request: web.Request) -> web.Response:
+    headers = {"x-request-id": request_id(request)}
     if request.app[SERVER].draining:
-        return web.json_response({"status": "draining"}, status=503)
-    return web.json_response({"status": "ready"})
+        return web.json_response({"status": "draining"}, status=503, headers=headers)
+    return web.json_response({"status": "ready"}, headers=headers)
 
 
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = request.app[SERVER].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    return web.Response(body=body, headers={"Content-Type": content_type, "x-request-id": request_id(request)})
