@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from proxy.api.errors import ProxyError, bad_request
+from proxy.api.errors import bad_request
 
 Scalar = str | float | bool
 
@@ -79,7 +79,7 @@ def _clause(mapping: Any, path: str) -> Clause:
 
 
 def parse_filter(raw: dict[str, Any], path: str) -> Filter:
-    """Validate a raw `filter_by` mapping; raises ProxyError(400) naming the offending path."""
+    """Validate a raw `filter_by` mapping; raises a 400 ProxyError naming the offending path."""
     for combine in ("and", "or"):
         if combine in raw:
             if len(raw) != 1:
@@ -92,4 +92,4 @@ def parse_filter(raw: dict[str, Any], path: str) -> Filter:
     return Filter("and", (_clause(raw, path),))
 
 
-__all__ = ["Condition", "Clause", "Filter", "parse_filter", "ProxyError"]
+__all__ = ["Clause", "Condition", "Filter", "parse_filter"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from proxy.api.response import Choice, Completion, encoder
+from proxy.providers.sse import frame
 
 _chunk = msgspec.json.Decoder(Completion).decode
 
@@ -50,4 +51,4 @@ def framed(completion: Completion) -> list[bytes]:
     ] or [Completion(id=completion.id, choices=[], created=completion.created, model=completion.model,
                      object=completion.object, system_fingerprint=completion.system_fingerprint)]
     chunks[-1].usage = completion.usage
-    return [b"".join(b"data: " + encoder.encode(chunk) + b"\n\n" for chunk in chunks)]
+    return [b"".join(frame(encoder.encode(chunk)) for chunk in chunks)]

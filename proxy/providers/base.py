@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from proxy.api.errors import ErrorCode, ErrorType, ProxyError, upstream_error
+from proxy.api.errors import ErrorCode, ErrorType, ProxyError
 from proxy.api.response import Completion
 from proxy.config import ProviderConfig
 from proxy.pipeline.call import Call, Target
@@ -18,10 +18,6 @@ class UpstreamError(ProxyError):
         super().__init__(base.status, base.message, type=base.type, param=base.param, code=base.code)
         self.kind = kind  # "status" | "timeout" | "connection" | "protocol"
         self.retry_after = retry_after
-
-
-def status_error(status: int, message: str, retry_after: float | None = None) -> UpstreamError:
-    return UpstreamError(upstream_error(status, message), retry_after=retry_after)
 
 
 def connection_error(target: Target, detail: str) -> UpstreamError:

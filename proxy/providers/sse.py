@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
+def frame(payload: bytes) -> bytes:
+    """One SSE event the way we write them (DESIGN.md): `data: <payload>` and a blank line."""
+    return b"data: " + payload + b"\n\n"
+
+
 class SSEParser:
     """Feed bytes in; get the `data` payload of each complete event out."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -156,8 +155,3 @@ def ignore_stop_signals() -> None:
     the clean exit into death by signal while the interpreter shuts down."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
-
-
-def main_error(message: str) -> int:
-    print(f"switchyard: {message}", file=sys.stderr)
-    return 2

@@ -14,6 +14,7 @@ from aiohttp import web
 from proxy.api.errors import ProxyError
 from proxy.pipeline.call import Call
 from proxy.providers.base import ChunkStream
+from proxy.providers.sse import frame
 from proxy.server import drain
 
 SSE_HEADERS = {
@@ -27,11 +28,9 @@ DONE = b"data: [DONE]\n\n"
 async def _fail(response: web.StreamResponse, call: Call, err: ProxyError) -> None:
     """After the first chunk a failure can only be said in-band: one error event, no [DONE]."""
     call.log["stream_error"] = {"status": err.status, "code": err.code}
-    await response.write(event(err.body()))
+    await response.write(frame(err.body()))
 
 
-def event(payload: bytes) -> bytes:
-    return b"data: " + payload + b"\n\n"
 
 
 async def relay(request: web.Request, call: Call, stream: ChunkStream, headers: dict[str, str]) -> web.StreamResponse:

@@ -18,17 +18,13 @@ from proxy.api.response import FINISH_REASONS, Choice, Completion, encoder
 from proxy.pipeline.call import Call, Target
 from proxy.providers.base import UpstreamError, protocol_error
 from proxy.providers.openai import wire
-from proxy.providers.sse import SSEParser
+from proxy.providers.sse import SSEParser, frame
 
 _NULL_REASON = b'"finish_reason":null'
 _IN_PROGRESS = b'"finish_reason":"stop"'  # the spec's enum has no "not yet" (DESIGN.md)
 _NOT_IN_SPEC = (b',"usage":null', b',"system_fingerprint":null')
 _GROWTH = len(_IN_PROGRESS) - len(_NULL_REASON)
 _decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
-
-
-def frame(payload: bytes) -> bytes:
-    return b"data: " + payload + b"\n\n"
 
 
 def _rewrite(payload: bytes) -> bytes:
