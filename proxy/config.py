@@ -15,7 +15,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
-from proxy.api.errors import validation_location
+from proxy.core.errors import validation_location
 from proxy.providers.registry import PROVIDER_TYPES
 
 PortNumber = Annotated[int, Meta(ge=1, le=65535)]

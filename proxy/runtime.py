@@ -6,8 +6,8 @@ from __future__ import annotations
 from proxy.cache.store import ResponseCache
 from proxy.config import Config
 from proxy.observability.metrics import Metrics
-from proxy.pipeline import build_pipeline
 from proxy.pipeline.auth import KeyRing
+from proxy.pipeline.build import build_pipeline
 from proxy.pipeline.routing import TargetResolver
 from proxy.pipeline.stage import Next
 from proxy.prompts import PromptRegistry

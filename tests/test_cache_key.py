@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from proxy.api.completions import SURFACE, to_canonical
 from proxy.api.decode import decode_request
 from proxy.api.request import (
     GENERATION_DEFAULTS,
@@ -21,12 +22,13 @@ from proxy.api.request import (
     CompletionRequest,
     Orq,
 )
-from proxy.cache.key import FIELD_DECISIONS, KEY, cache_key
+from proxy.cache.key import CANONICAL_DECISIONS, FIELD_DECISIONS, KEY
 from proxy.config import parse_config
+from proxy.core.model import REQUEST_FIELDS
 from proxy.pipeline.auth import ApiKey
+from proxy.pipeline.cache import key_of as cache_key
 from proxy.pipeline.call import Call
 from proxy.pipeline.routing import TargetResolver, resolve_route
-from proxy.server.handlers import generation_params
 
 CONFIG = parse_config("""
 providers:
@@ -47,6 +49,10 @@ def request_fields() -> set[str]:
 def test_every_request_field_has_a_decision():
     undecided = request_fields() - set(FIELD_DECISIONS)
     assert not undecided, f"request fields with no cache-key decision in FIELD_DECISIONS: {sorted(undecided)}"
+
+
+def test_every_canonical_field_has_a_decision():
+    assert set(CANONICAL_DECISIONS) == set(REQUEST_FIELDS), "decide every canonical request field"
 
 
 def test_every_decision_names_a_real_field():
@@ -95,11 +101,9 @@ def api_key(name: str) -> ApiKey:
 
 def key_of(body: dict, tenant: str = "team-a") -> str:
     """The key the cache stage computes for this body (templating aside: the prompt is as sent)."""
-    request = decode_request(json.dumps(body).encode())
-    call = Call("rid", request, key=api_key(tenant))
+    request, extras = decode_request(json.dumps(body).encode())
+    call = Call("rid", request, to_canonical(request, extras), SURFACE, key=api_key(tenant))
     call.route = resolve_route(request, RESOLVE)
-    call.prompt = request.prompt if request.prompt is not None else ""
-    call.params = generation_params(request)
     return cache_key(call)
 
 
@@ -167,6 +171,11 @@ def test_what_does_not_change_the_answer_keeps_the_key(change):
 def test_orq_routing_fields_key_like_top_level_ones():
     assert key_of({**BASE, "orq": {"fallbacks": [{"model": "emu2/f"}]}}) == key_of(
         {**BASE, "fallbacks": [{"model": "emu2/f"}]})
+
+
+def test_fields_outside_the_schema_change_the_key():
+    assert key_of({**BASE, "top_k": 5}) != key_of(BASE)
+    assert key_of({**BASE, "top_k": 5}) != key_of({**BASE, "top_k": 6})
 
 
 def test_omitted_max_tokens_equals_the_spec_default():

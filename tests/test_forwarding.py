@@ -75,9 +75,27 @@ def test_unset_parameters_not_sent(client, upstream):
 
 def test_routing_fields_not_sent(client, upstream):
     _, sent = send(client, upstream, name="trace", retry={"count": 1}, timeout={"call_timeout": 5000},
-                   fallbacks=[{"model": "emu/b"}], thinking={"type": "adaptive"},
+                   fallbacks=[{"model": "emu/b"}], thinking={"type": "disabled"},
                    orq={"identity": {"id": "i"}, "thread": {"id": "t"}})
     assert sent == {"model": "m", "prompt": "hi"}
+
+
+@pytest.mark.parametrize("thinking", [{"type": "adaptive"}, {"type": "enabled", "budget_tokens": 1024}])
+def test_thinking_refused_by_a_provider_without_it(client, upstream, thinking):
+    """Legacy completions have no thinking: asking for it is a 400 before any upstream call,
+    never a silently different answer (docs/providers.md)."""
+    r = client.post(URL, json={**BASE, "thinking": thinking, "max_tokens": 2000})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "thinking" and error["code"] == "unsupported_parameter"
+    assert "'emu'" in error["message"]
+    assert upstream.requests == []
+
+
+def test_thinking_refused_when_only_a_fallback_lacks_it(client, upstream):
+    r = client.post(URL, json={**BASE, "thinking": {"type": "adaptive"}, "fallbacks": [{"model": "emu2/x"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "thinking"
+    assert upstream.requests == []
 
 
 def test_integral_float_params_sent_as_ints(client, upstream):
@@ -114,8 +132,12 @@ def test_provider_without_key_sends_no_authorization(client, upstream, emulator,
     proxy = start_proxy(emulator, tmp_path, extra=extra)  # a second `providers:` replaces the first
     try:
         r = httpx.post(proxy.url + URL, json=BASE, headers={"Authorization": f"Bearer {KEY_A}"})
-        # the emulator wants the upstream key: without one the provider answers 401
-        assert r.status_code == 401
+        # The emulator wants the upstream key: without one the provider answers 401, which is
+        # the proxy's credentials failing, not the client's: a 502 naming the provider.
+        assert r.status_code == 502
+        error = r.json()["error"]
+        assert error["code"] == "provider_error" and "emu/m" in error["message"]
+        assert "credentials" in error["message"]
         assert "authorization" not in upstream.requests[-1].headers
     finally:
         proxy.stop()

@@ -189,7 +189,23 @@ def test_connection_error_falls_back(client, upstream):
     assert r.headers["x-switchyard-attempts"] == "2"
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+@pytest.mark.parametrize("status", [401, 403])
+def test_provider_refusing_our_credentials_is_a_502_that_falls_back(client, upstream, status):
+    """A provider's 401/403 is about the proxy's key for it, not the client's: SDKs must not
+    report "invalid API key", and another provider may still answer."""
+    upstream.script("bad", Reply(status=status))
+    r = post(client, model="emu/bad", fallbacks=[{"model": "emu2/good"}])
+    assert r.status_code == 200 and calls(upstream) == ["bad", "good"]
+    upstream.reset()
+    upstream.script("bad", Reply(status=status))
+    r = post(client, model="emu/bad")
+    assert r.status_code == 502
+    error = error_of(r)
+    assert error["code"] == "provider_error" and error["type"] == "api_error"
+    assert "emu/bad" in error["message"] and "credentials" in error["message"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
 def test_client_error_from_upstream_is_returned_as_is(client, upstream, status):
     upstream.script("bad", Reply(status=status, error_body={"error": {
         "message": f"upstream says {status}", "type": "invalid_request_error", "param": "prompt", "code": None}}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.providers.sse import SSEParser
+from proxy.core.sse import SSEParser
 
 # Several events with every line ending SSE allows, comments, multi-line data, fields the parser
 # must skip, empty data, and multi-byte UTF-8 (2, 3 and 4 bytes).

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
-from proxy.api.errors import ProxyError, bad_request, validation_location
 from proxy.api.filters import parse_filter
 from proxy.api.request import CompletionRequest, ThinkingEnabled
+from proxy.core.errors import ProxyError, bad_request, validation_location
 
 # Strict: a string is never coerced to a number or a boolean ("5" → 5, "true" → True), nor an
 # int to a boolean, as msgspec's lax mode would. The one leniency (DESIGN.md) — integral floats
@@ -34,28 +34,40 @@ def _validation_error(err: msgspec.ValidationError) -> ProxyError:
     return bad_request(f"Invalid value for `{path}`: {what}", path)
 
 
-def decode_request(body: bytes) -> CompletionRequest:
+_FIELDS = frozenset(CompletionRequest.__struct_fields__)
+_MAX_EXTRAS = 64  # fields outside our schema one request may carry
+
+
+class Decoded(NamedTuple):
+    request: CompletionRequest
+    extras: dict[str, Any] | None  # top-level fields outside our schema, as the client sent them
+
+
+def decode_request(body: bytes) -> Decoded:
     if not body.strip():
         raise bad_request("Request body is empty; expected a JSON object", None)
+    extras = None
     try:
-        request = _decoder.decode(body)  # the fast path: every well-typed request
+        request = _decoder.decode(body)  # the fast path: every well-typed request without extras
     except msgspec.ValidationError as err:
-        request = _decode_lenient(body, err)
+        request, extras = _decode_lenient(body, err)
     except msgspec.DecodeError as err:
         raise _not_json(err) from None
     except RecursionError:  # `[[[[…]]]]` deeper than the interpreter's recursion limit
         raise bad_request("Request body is nested too deeply", None) from None
     _check(request)
-    return request
+    return Decoded(request, extras)
 
 
 def _not_json(err: msgspec.DecodeError) -> ProxyError:
     return bad_request(f"Request body is not valid JSON: {err}", None)
 
 
-def _decode_lenient(body: bytes, typed_error: msgspec.ValidationError) -> CompletionRequest:
-    """The wrong shape, or integral floats where integers are meant: decode again with those
-    floats made ints; whatever still fails is the client's error."""
+def _decode_lenient(body: bytes, typed_error: msgspec.ValidationError
+                    ) -> tuple[CompletionRequest, dict[str, Any] | None]:
+    """Fields outside our schema, the wrong shape, or integral floats where integers are meant:
+    set the extras aside and decode again with those floats made ints; whatever still fails is
+    the client's error."""
     try:
         raw = _any_decoder.decode(body)
     except msgspec.ValidationError:  # a number out of range: the typed error says where
@@ -64,8 +76,14 @@ def _decode_lenient(body: bytes, typed_error: msgspec.ValidationError) -> Comple
         raise _not_json(err) from None
     except RecursionError:
         raise bad_request("Request body is nested too deeply", None) from None
+    extras = None
+    if isinstance(raw, dict):
+        unknown = [name for name in raw if name not in _FIELDS]
+        if len(unknown) > _MAX_EXTRAS:
+            raise bad_request(f"Too many fields outside the schema ({len(unknown)}; at most {_MAX_EXTRAS})", None)
+        extras = {name: raw.pop(name) for name in unknown} or None
     try:
-        return msgspec.convert(_integral(raw), CompletionRequest)
+        return msgspec.convert(_integral(raw), CompletionRequest), extras
     except msgspec.ValidationError as err:
         raise _validation_error(err) from None
     except RecursionError:
@@ -96,6 +114,9 @@ def _check(request: CompletionRequest) -> None:
         raise bad_request("Missing required field `prompt`", "prompt")
     if isinstance(request.prompt, list) and not request.prompt:
         raise bad_request("`prompt` must be a string or a non-empty array of strings", "prompt")
+    if request.plugins:
+        raise bad_request("`plugins` are not supported by this gateway yet; send an empty list or omit it",
+                          "plugins")
     thinking = request.thinking
     if (
         isinstance(thinking, ThinkingEnabled)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from proxy.api.errors import bad_request
+from proxy.core.errors import bad_request
 
 Scalar = str | float | bool
 

@@ -168,7 +168,10 @@ class GenerationParams(Base):
 GENERATION_FIELDS: tuple[str, ...] = GenerationParams.__struct_fields__
 
 
-class CompletionRequest(GenerationParams):
+class CompletionRequest(GenerationParams, forbid_unknown_fields=True):
+    """Unknown top-level fields fail the fast decode; proxy.api.decode then sets them aside as
+    `extras`, which are passed through to OpenAI-compatible upstreams (README, "Parameters")."""
+
     # `model` and `prompt` are required by the spec; they are checked after decoding so the error
     # can say which is missing in the same shape as every other error, and so a stored prompt
     # (`orq.prompt`) can stand in for `prompt`.
@@ -182,6 +185,8 @@ class CompletionRequest(GenerationParams):
     load_balancer: LoadBalancer | None = None
     timeout: Timeout | None = None
     thinking: Thinking | None = None
+    fallback_on_codes: Annotated[list[StatusCode], Meta(min_length=1)] | None = None
+    plugins: list[Any] | None = None  # the orq SDK's; refused unless empty until we build them
     orq: Orq | None = None
     stream: bool = False
 

@@ -1,27 +1,18 @@
-"""Response and stream-chunk structs of the spec (the same object shape for both)."""
+"""Response and stream-chunk structs of the completions spec (the same object shape for both)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import msgspec
 
-FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
-FINISH_REASONS: frozenset[str] = frozenset({"stop", "length", "content_filter", "tool_calls"})
+from proxy.core.model import FINISH_REASONS, FinishReason, Usage
+
+__all__ = ["FINISH_REASONS", "Choice", "Completion", "FinishReason", "Usage", "encoder"]
 
 
 class Choice(msgspec.Struct):
     text: str
     index: int
     finish_reason: FinishReason
-
-
-class Usage(msgspec.Struct, omit_defaults=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    prompt_tokens_details: dict[str, Any] | None = None
-    completion_tokens_details: dict[str, Any] | None = None
 
 
 class Completion(msgspec.Struct, omit_defaults=True):

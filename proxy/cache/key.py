@@ -8,14 +8,13 @@ the way TensorZero's destructured key fails to compile.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
-from proxy.api.request import GENERATION_DEFAULTS, GENERATION_FIELDS, Thinking
-
-if TYPE_CHECKING:  # importing proxy.pipeline here would be circular: its cache stage imports us
-    from proxy.pipeline.call import Call
+from proxy.api.request import GENERATION_FIELDS
+from proxy.core.model import ChatRequest
 
 KEY = "key"
 FIELD_DECISIONS: dict[str, str] = {
@@ -25,6 +24,8 @@ FIELD_DECISIONS: dict[str, str] = {
     "fallbacks": KEY,
     "load_balancer": KEY,
     "thinking": KEY,
+    "fallback_on_codes": "excluded: which failures move on, not which answer",
+    "plugins": "excluded: refused unless empty",
     "user": "excluded: end-user id for abuse tracking, does not change the answer",
     "name": "excluded: trace display name",
     "retry": "excluded: how to get an answer, not which answer",
@@ -45,41 +46,45 @@ FIELD_DECISIONS: dict[str, str] = {
     "orq.thread": "excluded: conversation grouping, for analytics",
 }
 
-KEY_VERSION = 1  # bump when what the key means changes, so old entries are never served
+# The canonical request's fields, decided the same way (tests/test_cache_key.py checks both).
+CANONICAL_DECISIONS: dict[str, str] = {
+    "messages": KEY,
+    "prompt": KEY,
+    **{name: KEY for name in GENERATION_FIELDS},
+    "thinking": KEY,
+    "extras": KEY,  # fields outside our schema reach OpenAI-compatible upstreams: they change the answer
+    "user": "excluded: see user",
+    "stream": "excluded: see stream",
+}
+
+KEY_VERSION = 2  # bump when what the key means changes, so old entries are never served
 
 
 class CacheKey(msgspec.Struct, array_like=True):
     version: int
     tenant: str  # the API key's name: one tenant's answers are never served to another
+    surface: str  # a chat answer and a completion answer never share an entry
     models: list[str]  # the model, or the load balancer's models
     weights: list[float] | None
     fallbacks: list[str]
-    prompt: str | list[str]
-    params: list[Any]  # GENERATION_FIELDS in order, defaults applied
-    thinking: Thinking | None
+    request: ChatRequest  # the final canonical request, spec defaults as unset
 
 
 _encode = msgspec.msgpack.Encoder().encode
 
 
-def cache_key(call: Call) -> str:
-    route = call.route
-    assert route is not None
-    if route.weighted is not None:
-        models = [target.label for target, _ in route.weighted]
-        weights: list[float] | None = [weight for _, weight in route.weighted]
-    else:
-        assert route.model is not None
-        models, weights = [route.model.label], None
-    params = call.params
+def cache_key(chat: ChatRequest, *, tenant: str, surface: str, defaults: Mapping[str, Any], models: list[str],
+              weights: list[float] | None, fallbacks: list[str]) -> str:
+    """`models` is the model, or the load balancer's models with their `weights`; `defaults`
+    the surface's spec defaults: an omitted field and one sent with its default ask alike."""
+    unset = {name: None for name, default in defaults.items() if getattr(chat, name) == default}
     key = CacheKey(
         version=KEY_VERSION,
-        tenant=call.key.name if call.key else "",
+        tenant=tenant,
+        surface=surface,
         models=models,
         weights=weights,
-        fallbacks=[target.label for target in route.fallbacks],
-        prompt=call.prompt,
-        params=[params.get(name, GENERATION_DEFAULTS[name]) for name in GENERATION_FIELDS],
-        thinking=call.request.thinking,
+        fallbacks=fallbacks,
+        request=msgspec.structs.replace(chat, user=None, stream=False, **unset),
     )
     return hashlib.sha256(_encode(key)).hexdigest()

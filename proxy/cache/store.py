@@ -15,13 +15,13 @@ import msgspec
 from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
 
-from proxy.api.response import Completion
 from proxy.cache.memory import BoundedMemoryCache
 from proxy.config import CacheConfig
+from proxy.core.model import Result
 
 
 class Entry(msgspec.Struct, array_like=True):
-    completion: Completion
+    result: Result
     served: str  # the provider/model that produced it
 
 
@@ -67,7 +67,7 @@ class ResponseCache:
             return None
         try:
             raw = await self.backend.get(key)
-        except Exception as err:  # any backend failure is a miss, by design
+        except Exception as err:  # noqa: BLE001 — any backend failure is a miss, by design
             self._failed(err)
             return None
         if raw is None:
@@ -82,11 +82,11 @@ class ResponseCache:
             return
         try:
             await self.backend.set(key, _encode(entry), ttl=float(ttl))
-        except Exception as err:  # as above: the answer was served, the cache just misses it
+        except Exception as err:  # noqa: BLE001 — the answer was served, the cache just misses it
             self._failed(err)
 
     async def close(self) -> None:
         try:
             await self.backend.close()
-        except Exception:  # closing a broken connection must not fail a shutdown
+        except Exception:  # noqa: BLE001, S110 — closing a broken connection must not fail a shutdown
             pass

@@ -67,12 +67,12 @@ from proxy.observability.multiproc import (
 )
 
 __all__ = [
+    "ENV_MULTIPROC_DIR",
     "NONE",
     "OTHER",
     "OVERHEAD_BUCKETS",
     "REQUEST_BUCKETS",
     "TTFT_BUCKETS",
-    "ENV_MULTIPROC_DIR",
     "Metrics",
     "clear_multiproc_dir",
     "mark_process_dead",

@@ -10,11 +10,10 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from fnmatch import translate
 
-from proxy.api.errors import ErrorCode, ErrorType, ProxyError
 from proxy.config import KeyConfig
+from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.pipeline.call import Call
-from proxy.pipeline.stage import Next
-from proxy.providers.base import Result
+from proxy.pipeline.stage import Next, Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +58,10 @@ class KeyRing:
         return found
 
 
-class Authorize:
+class AuthorizeStage:
     """Stage: every model the request may reach must be in the key's allowlist."""
 
-    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Outcome]:
         key, route = call.key, call.route
         if key is not None and key.allowed is not None and route is not None:
             for target, param in route.named:

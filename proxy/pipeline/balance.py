@@ -8,9 +8,9 @@ from bisect import bisect_right
 from collections.abc import Awaitable
 from itertools import accumulate
 
-from proxy.pipeline.call import Call, Target
-from proxy.pipeline.stage import Next
-from proxy.providers.base import Result
+from proxy.core.target import Target
+from proxy.pipeline.call import Call
+from proxy.pipeline.stage import Next, Outcome
 
 
 def weighted_pick(weighted: list[tuple[Target, float]], draw: float) -> Target:
@@ -20,11 +20,11 @@ def weighted_pick(weighted: list[tuple[Target, float]], draw: float) -> Target:
     return weighted[min(index, len(weighted) - 1)][0]
 
 
-class Balance:
+class BalanceStage:
     def __init__(self, rng: random.Random | None = None) -> None:
         self.random = (rng or random.Random()).random
 
-    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Outcome]:
         route = call.route
         assert route is not None
         first = weighted_pick(route.weighted, self.random()) if route.weighted else route.model

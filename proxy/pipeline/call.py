@@ -1,28 +1,20 @@
-"""The per-request state every stage reads and writes."""
+"""The per-request state every stage reads and writes. Connectors never see it: they get the
+canonical request, a target and a CallContext (docs/architecture.md)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from proxy.api.request import CompletionRequest
+from proxy.core.model import ChatRequest, Usage
+from proxy.core.target import Target
 
 if TYPE_CHECKING:
-    from proxy.api.response import Usage
+    from proxy.api.surface import Surface
     from proxy.pipeline.auth import ApiKey
     from proxy.pipeline.routing import Route
-
-
-class Target(NamedTuple):
-    """One candidate model: `provider/model` split, as the connectors need it."""
-
-    provider: str
-    model: str  # the upstream model id (may contain '/')
-
-    @property
-    def label(self) -> str:
-        return f"{self.provider}/{self.model}"
 
 
 @dataclass(slots=True)
@@ -36,17 +28,17 @@ class Attempt:
 @dataclass(slots=True)
 class Call:
     request_id: str
-    request: CompletionRequest
-    route_name: str = "completions"
+    request: CompletionRequest  # as decoded: the routing fields and the `orq` block
+    chat: ChatRequest  # the canonical request: templating and knowledge edit it, connectors get it
+    surface: Surface
     key: ApiKey | None = None
     route: Route | None = None  # routing fields resolved (top-level over `orq`), set by the handler
-    prompt: str | list[str] = ""  # the final prompt, after templating
-    params: dict[str, Any] = field(default_factory=dict)  # generation parameters as sent upstream
     target: Target | None = None  # the candidate being tried now
     served: Target | None = None  # the candidate whose answer the client gets
     attempts: list[Attempt] = field(default_factory=list)
     cache_status: str | None = None
-    upstream_seconds: float = 0.0  # time spent waiting on providers (overhead = total - this)
+    upstream_seconds: float = 0.0  # time spent waiting on providers
+    waited_seconds: float = 0.0  # deliberate waits: retry backoff, a client reading slowly
     started: float = field(default_factory=time.perf_counter)
     deadline: float = 0.0  # perf_counter value after which the whole request is over
     first_token_seconds: float | None = None
@@ -55,4 +47,12 @@ class Call:
 
     @property
     def stream(self) -> bool:
-        return self.request.stream
+        return self.chat.stream
+
+    @property
+    def route_name(self) -> str:
+        return self.surface.name
+
+    def overhead_seconds(self) -> float:
+        """The proxy's own time: total minus providers and deliberate waits (README, "Metrics")."""
+        return max(0.0, time.perf_counter() - self.started - self.upstream_seconds - self.waited_seconds)

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+from proxy.core.stream import CallContext
 from proxy.pipeline.call import Call
-from proxy.providers.base import Connector, Result
+from proxy.pipeline.stage import Outcome
+from proxy.providers.base import Connector
 
 
-class Dispatch:
+class DispatchStage:
     def __init__(self, connectors: dict[str, Connector]) -> None:
         self.connectors = connectors
 
-    def __call__(self, call: Call) -> Awaitable[Result]:
+    def __call__(self, call: Call) -> Awaitable[Outcome]:
         target = call.target
         assert target is not None
         connector = self.connectors[target.provider]
-        if call.request.stream:
-            return connector.stream(call, target)
-        return connector.complete(call, target)
+        ctx = CallContext(call.request_id, call.deadline, call.surface.wire)
+        if call.chat.stream:
+            return connector.stream(call.chat, target, ctx)
+        return connector.complete(call.chat, target, ctx)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from proxy.api.errors import ErrorCode, ErrorType, ProxyError
+from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.pipeline.call import Call
-from proxy.pipeline.stage import Next
-from proxy.providers.base import Result
+from proxy.pipeline.stage import Next, Outcome
 
 
-class Knowledge:
-    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
+class KnowledgeStage:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Outcome]:
         orq = call.request.orq
         if orq is not None and orq.knowledge_bases:
             kb = orq.knowledge_bases[0]

@@ -12,10 +12,10 @@ import random
 import time
 
 from proxy.config import RoutingConfig
+from proxy.core.errors import UpstreamError
 from proxy.observability.metrics import Metrics
 from proxy.pipeline.call import Attempt, Call
-from proxy.pipeline.stage import Next
-from proxy.providers.base import Result, UpstreamError
+from proxy.pipeline.stage import Next, Outcome
 
 _STATUS_LABEL = {"timeout": "timeout", "connection": "connection_error", "protocol": "protocol_error"}
 
@@ -24,7 +24,7 @@ def outcome_label(err: UpstreamError) -> str:
     return _STATUS_LABEL.get(err.kind, str(err.status))
 
 
-class Retry:
+class RetryStage:
     def __init__(self, routing: RoutingConfig, metrics: Metrics, rng: random.Random | None = None) -> None:
         self.base = routing.backoff_base_ms / 1000
         self.cap = routing.backoff_max_ms / 1000
@@ -38,7 +38,7 @@ class Retry:
         ceiling = min(self.cap, self.base * (2**retry_number))
         return ceiling / 2 + self.random() * ceiling / 2
 
-    async def __call__(self, call: Call, next: Next) -> Result:
+    async def __call__(self, call: Call, next: Next) -> Outcome:
         assert call.route is not None and call.target is not None
         policy = call.route.retry
         retries = policy.count if policy else 0
@@ -49,6 +49,13 @@ class Retry:
             started = time.perf_counter()
             try:
                 result = await next(call)
+            except asyncio.CancelledError:
+                # The client left (or the deadline or a drain ended the request): the attempt in
+                # flight is still part of what happened, and its wait was the provider's.
+                seconds = time.perf_counter() - started
+                call.upstream_seconds += seconds
+                call.attempts.append(Attempt(target.label, 499, round(seconds * 1000, 2), "cancelled"))
+                raise
             except UpstreamError as err:
                 seconds = time.perf_counter() - started
                 call.upstream_seconds += seconds
@@ -61,7 +68,11 @@ class Retry:
                 if time.perf_counter() + delay >= call.deadline:
                     raise
                 metrics.retry(provider=target.provider, model=target.model)
-                await asyncio.sleep(delay)
+                waited = time.perf_counter()
+                try:
+                    await asyncio.sleep(delay)
+                finally:  # a deliberate wait, not the proxy's overhead
+                    call.waited_seconds += time.perf_counter() - waited
                 continue
             seconds = time.perf_counter() - started
             call.upstream_seconds += seconds  # time waiting on the provider: not the proxy's overhead

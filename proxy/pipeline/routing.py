@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxy.api.errors import ErrorCode, ProxyError
 from proxy.api.request import Cache, CompletionRequest, LoadBalancer, Retry
 from proxy.config import Config
-from proxy.pipeline.call import Target
+from proxy.core.errors import ErrorCode, ProxyError
+from proxy.core.target import Target
+from proxy.pipeline.fallback import DEFAULT_FALLBACK_CODES
 
 
 @dataclass(slots=True)
@@ -19,6 +20,7 @@ class Route:
     retry: Retry | None
     call_timeout_seconds: float | None
     cache: Cache | None
+    fallback_codes: frozenset[int] = DEFAULT_FALLBACK_CODES  # statuses that move on to the next candidate
     candidates: list[Target] = field(default_factory=list)  # what the balancer decided, in order
     named: list[tuple[Target, str]] = field(default_factory=list)  # every model it may reach, with its param
 
@@ -59,7 +61,7 @@ def resolve_route(request: CompletionRequest, resolve: TargetResolver) -> Route:
         timeout = request.timeout
         return Route(model=only, fallbacks=[], weighted=None, retry=request.retry,
                      call_timeout_seconds=timeout.call_timeout / 1000 if timeout else None,
-                     cache=request.cache, named=[(only, "model")])
+                     cache=request.cache, fallback_codes=_codes(request), named=[(only, "model")])
     fallbacks = request.fallbacks if request.fallbacks is not None else (orq.fallbacks if orq else None)
     fallbacks_param = "fallbacks" if request.fallbacks is not None else "orq.fallbacks"
     balancer: LoadBalancer | None = request.load_balancer or (orq.load_balancer if orq else None)
@@ -86,5 +88,11 @@ def resolve_route(request: CompletionRequest, resolve: TargetResolver) -> Route:
         retry=request.retry or (orq.retry if orq else None),
         call_timeout_seconds=timeout.call_timeout / 1000 if timeout else None,
         cache=request.cache or (orq.cache if orq else None),
+        fallback_codes=_codes(request),
         named=named,
     )
+
+
+def _codes(request: CompletionRequest) -> frozenset[int]:
+    codes = request.fallback_on_codes
+    return DEFAULT_FALLBACK_CODES if codes is None else frozenset(codes)

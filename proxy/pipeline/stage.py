@@ -1,4 +1,4 @@
-"""A stage is `__call__(self, call, next) -> Awaitable[Result]`; the pipeline is a list of them.
+"""A stage is `__call__(self, call, next) -> Awaitable[Outcome]`; the pipeline is a list of them.
 
 A stage that only looks at the call before passing it on is a plain method returning
 `next(call)`: it then adds no coroutine frame to the chain every I/O resumption walks through.
@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
+from proxy.core.model import Result
+from proxy.core.stream import UpstreamStream
 from proxy.pipeline.call import Call
-from proxy.providers.base import Result
 
-Next = Callable[[Call], Awaitable[Result]]
+# A whole canonical answer, or a stream whose first content is in hand.
+Outcome = Result | UpstreamStream[Any]
+Next = Callable[[Call], Awaitable[Outcome]]
 
 
 class Stage(Protocol):
-    def __call__(self, call: Call, next: Next) -> Awaitable[Result]: ...
+    def __call__(self, call: Call, next: Next) -> Awaitable[Outcome]: ...
 
 
 def compose(stages: Sequence[Stage], last: Next) -> Next:

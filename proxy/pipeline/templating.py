@@ -16,12 +16,12 @@ from typing import Any
 
 import msgspec
 
-from proxy.api.errors import ErrorCode, ErrorType, ProxyError, bad_request
 from proxy.api.request import InputItem
+from proxy.core.errors import ErrorCode, ErrorType, ProxyError, bad_request
+from proxy.core.model import with_prompt
 from proxy.pipeline.call import Call
-from proxy.pipeline.stage import Next
+from proxy.pipeline.stage import Next, Outcome
 from proxy.prompts import PromptRegistry
-from proxy.providers.base import Result
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 _json = msgspec.json.Encoder()
@@ -51,20 +51,22 @@ def render(template: str, values: dict[str, str], param: str) -> str:
     return _PLACEHOLDER.sub(fill, template)
 
 
-class Templating:
+class TemplatingStage:
     def __init__(self, prompts: PromptRegistry) -> None:
         self.prompts = prompts
 
-    def __call__(self, call: Call, next: Next) -> Awaitable[Result]:
+    def __call__(self, call: Call, next: Next) -> Awaitable[Outcome]:
         orq = call.request.orq
         if orq is not None and (orq.prompt is not None or orq.inputs is not None):
             values = input_values(orq.inputs)
             if orq.prompt is not None:
                 self._stored(call, orq.prompt.id, values)
-            elif isinstance(call.prompt, str):
-                call.prompt = render(call.prompt, values, "orq.inputs")
             else:
-                call.prompt = [render(p, values, "orq.inputs") for p in call.prompt]
+                prompt = call.chat.prompt if call.chat.prompt is not None else ""
+                if isinstance(prompt, str):
+                    call.chat = with_prompt(call.chat, render(prompt, values, "orq.inputs"))
+                else:
+                    call.chat = with_prompt(call.chat, [render(p, values, "orq.inputs") for p in prompt])
         return next(call)
 
     def _stored(self, call: Call, prompt_id: str, values: dict[str, str]) -> None:
@@ -78,7 +80,9 @@ class Templating:
                               "placeholder to put it in; send an empty prompt", "prompt")
         requests = own if isinstance(own, list) else [own or ""]
         rendered = [render(stored.template, {**values, "prompt": text}, "orq.inputs") for text in requests]
-        call.prompt = rendered if isinstance(own, list) else rendered[0]
-        call.params = {**stored.params, **call.params}  # the request's own fields win
+        chat = with_prompt(call.chat, rendered if isinstance(own, list) else rendered[0])
+        # The stored prompt's parameters are defaults: the request's own fields win.
+        unset = {name: value for name, value in stored.params.items() if getattr(chat, name) is None}
+        call.chat = msgspec.structs.replace(chat, **unset) if unset else chat
         call.log["prompt_id"] = stored.id
         call.log["prompt_version"] = stored.version

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.api.errors import ErrorCode, ErrorType, ProxyError
+from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.server import handlers
 from proxy.server.state import SERVER, Server
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from proxy.api.errors import ErrorCode, ErrorType, ProxyError
+from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.runtime import Runtime
 from proxy.server.state import Server
 

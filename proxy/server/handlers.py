@@ -6,20 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.api import completions as completions_surface
 from proxy.api.decode import decode_request
-from proxy.api.errors import ErrorCode, ErrorType, ProxyError
-from proxy.api.request import GENERATION_FIELDS, CompletionRequest
-from proxy.api.response import encoder
-from proxy.observability.request_log import log_request
+from proxy.api.surface import Surface
+from proxy.core.errors import ErrorCode, ErrorType, ProxyError
+from proxy.core.model import Result
 from proxy.pipeline.call import Call
 from proxy.pipeline.routing import resolve_route
-from proxy.providers.base import ChunkStream
 from proxy.server import drain, sse
+from proxy.server.request_log import log_request
 from proxy.server.state import SERVER
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -35,11 +34,6 @@ def request_id(request: web.Request) -> str:
     return os.urandom(16).hex()
 
 
-def generation_params(request: CompletionRequest) -> dict[str, object]:
-    """The parameters the client set; upstreams apply the spec's defaults (they are OpenAI's)."""
-    return {name: value for name in GENERATION_FIELDS if (value := getattr(request, name)) is not None}
-
-
 def error_response(err: ProxyError, rid: str) -> web.Response:
     return web.Response(status=err.status, body=err.body(), content_type="application/json",
                         headers={"x-request-id": rid, **err.headers})
@@ -50,7 +44,7 @@ def _too_large(limit: int) -> ProxyError:
 
 
 def _result_headers(call: Call) -> dict[str, str]:
-    overhead_ms = (time.perf_counter() - call.started - call.upstream_seconds) * 1000
+    overhead_ms = call.overhead_seconds() * 1000
     headers = {
         "x-request-id": call.request_id,
         "x-switchyard-attempts": str(len(call.attempts)),
@@ -64,6 +58,11 @@ def _result_headers(call: Call) -> dict[str, str]:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    return await handle(request, completions_surface.SURFACE)
+
+
+async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
+    """The request lifecycle, the same for every surface."""
     server = request.app[SERVER]
     runtime = server.runtime  # a reload swaps it; this request keeps the one it started with
     limits = runtime.config.server
@@ -82,24 +81,23 @@ async def completions(request: web.Request) -> web.StreamResponse:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(limits.max_body_bytes) from None
-        decoded = decode_request(body)
+        decoded, extras = decode_request(body)
         server.metrics.request_started(stream=decoded.stream)
         counted = True
-        call = Call(rid, decoded, key=key)
+        call = Call(rid, decoded, completions_surface.to_canonical(decoded, extras), surface, key=key)
         call.deadline = call.started + limits.max_request_seconds
         call.route = resolve_route(decoded, runtime.resolve)
-        call.prompt = decoded.prompt if decoded.prompt is not None else ""
-        call.params = generation_params(decoded)
         result = await runtime.pipeline(call)
-        if isinstance(result, ChunkStream):
+        if call.stream:
             status = 200
             response = await sse.relay(request, call, result, _result_headers(call))
             if "stream_error" in call.log:
                 status = call.log["stream_error"]["status"]
             return response
+        assert isinstance(result, Result)  # a stream is only opened for a streaming request
         call.usage = result.usage
         status = 200
-        return web.Response(body=encoder.encode(result), content_type="application/json",
+        return web.Response(body=surface.render(result), content_type="application/json",
                             headers=_result_headers(call))
     except ProxyError as err:
         status = err.status

@@ -19,12 +19,12 @@ from aiohttp import web
 from proxy.config import Config
 from proxy.observability.logging import configure_logging, flush_logs, get_logger
 from proxy.observability.metrics import Metrics
-from proxy.observability.request_metrics import RequestMetrics
 from proxy.runtime import Runtime
 from proxy.server import notify
 from proxy.server.app import make_app
 from proxy.server.drain import TRACKER, Tracker
 from proxy.server.reload import Reloader
+from proxy.server.request_metrics import RequestMetrics
 from proxy.server.state import Server
 
 # After the grace: how long cancelled requests get to write their error and the sockets to close.

@@ -1,4 +1,4 @@
-"""Relaying a ChunkStream to the client as Server-Sent Events (DESIGN.md, "Streaming").
+"""Relaying an answer to the client as Server-Sent Events (README, "Streaming").
 
 Each write is awaited, so a slow reader slows the upstream read instead of growing a queue.
 A failure after the first chunk becomes one in-band error event and no `[DONE]`.
@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from proxy.api.errors import ProxyError
+from proxy.api.surface import StreamRenderer, Surface
+from proxy.core.errors import ProxyError
+from proxy.core.model import Result
+from proxy.core.sse import frame
+from proxy.core.stream import UpstreamStream
 from proxy.pipeline.call import Call
-from proxy.providers.base import ChunkStream
-from proxy.providers.sse import frame
 from proxy.server import drain
 
 SSE_HEADERS = {
@@ -25,21 +29,78 @@ SSE_HEADERS = {
 DONE = b"data: [DONE]\n\n"
 
 
+class Frames(Protocol):
+    """SSE frames ready to write, one batch at a time."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Rendered:
+    """Canonical deltas from a provider stream, rendered by the surface as they arrive."""
+
+    __slots__ = ("renderer", "stream")
+
+    def __init__(self, stream: UpstreamStream[Any], renderer: StreamRenderer) -> None:
+        self.stream = stream
+        self.renderer = renderer
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for deltas in self.stream:
+            out = self.renderer.render(deltas)
+            if out:
+                yield out
+        tail = self.renderer.finish()
+        if tail:
+            yield tail
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class Replayed:
+    """A whole answer in hand (a cache hit), as the surface frames it."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for batch in self.frames:
+            yield batch
+
+    async def aclose(self) -> None:
+        return None
+
+
+def frames_of(outcome: Result | UpstreamStream[Any], surface: Surface) -> Frames:
+    if isinstance(outcome, Result):
+        return Replayed(surface.replay(outcome))
+    if outcome.passthrough == surface.wire:
+        return outcome  # the declared pass-through: already in this surface's format
+    return Rendered(outcome, surface.renderer(outcome.head))
+
+
 async def _fail(response: web.StreamResponse, call: Call, err: ProxyError) -> None:
     """After the first chunk a failure can only be said in-band: one error event, no [DONE]."""
     call.log["stream_error"] = {"status": err.status, "code": err.code}
     await response.write(frame(err.body()))
 
 
-
-
-async def relay(request: web.Request, call: Call, stream: ChunkStream, headers: dict[str, str]) -> web.StreamResponse:
+async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStream[Any],
+                headers: dict[str, str]) -> web.StreamResponse:
+    frames = frames_of(outcome, call.surface)
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
+    writing = 0.0  # time spent handing bytes to a client: its pace, not the proxy's overhead
     try:
         call.first_token_seconds = time.perf_counter() - call.started  # the first content is in hand
-        async for frames in stream:
-            await response.write(frames)
+        async for batch in frames:
+            started = time.perf_counter()
+            await response.write(batch)
+            writing += time.perf_counter() - started
         await response.write(DONE)
     except ProxyError as err:
         await _fail(response, call, err)
@@ -50,6 +111,10 @@ async def relay(request: web.Request, call: Call, stream: ChunkStream, headers: 
         # The deadline or SIGTERM's grace ran out mid-stream: say so in-band, and no [DONE].
         await _fail(response, call, drain.cancellation_error(request, reason))
     finally:
-        await stream.aclose()
+        call.waited_seconds += writing
+        if isinstance(outcome, UpstreamStream):
+            call.upstream_seconds += outcome.waited
+            call.usage = outcome.usage or call.usage
+        await frames.aclose()
     await response.write_eof()
     return response

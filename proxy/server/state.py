@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from proxy.observability.request_metrics import RequestMetrics
 from proxy.runtime import Runtime
+from proxy.server.request_metrics import RequestMetrics
 
 if TYPE_CHECKING:
     from proxy.server.drain import Tracker

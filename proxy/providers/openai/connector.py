@@ -3,62 +3,60 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from email.utils import parsedate_to_datetime
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import aiohttp
 import msgspec
 
-from proxy.api.errors import ProxyError, upstream_error
-from proxy.api.response import Completion
-from proxy.pipeline.call import Call, Target
-from proxy.providers.base import (
-    ChunkStream,
-    Connector,
-    UpstreamError,
-    connection_error,
-    protocol_error,
-)
+from proxy.core.errors import connection_error, protocol_error
+from proxy.core.model import ChatRequest, Delta, Result, StreamHead
+from proxy.core.stream import CallContext, UpstreamStream
+from proxy.core.target import Target
+from proxy.providers.base import Connector
 from proxy.providers.openai import wire
-from proxy.providers.openai.stream import StreamTranslator, completion_of, error_in_body
+from proxy.providers.openai.params import PARAMS
+from proxy.providers.openai.stream import (
+    PASSTHROUGH,
+    DeltaDecoder,
+    StreamTranslator,
+    collect_frames,
+)
+from proxy.providers.openai.translate import error_from_body, error_in_body, result_of
 
 _encode = msgspec.json.Encoder().encode
 _completion_decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
-_error_decoder = msgspec.json.Decoder(wire.ErrorEnvelope)
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+_STREAM_OPTIONS = wire.StreamOptions()
 
 
-def _error_from_body(target: Target, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
-    """The upstream's own error object, kept as it is when it has OpenAI's shape."""
-    try:
-        body = _error_decoder.decode(raw).error
-        base = ProxyError(status, body.message, type=upstream_error(status, "").type, param=body.param,
-                          code=body.code if isinstance(body.code, str) else upstream_error(status, "").code)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        text = raw[:300].decode("utf-8", "replace").strip() or f"HTTP {status}"
-        base = upstream_error(status, f"{target.label}: {text}")
-    return UpstreamError(base, retry_after=_retry_after(headers))
+def request_body(request: ChatRequest, target: Target) -> bytes:
+    """The legacy-completions body: the raw prompt, the parameters as the client set them, and
+    fields outside our schema passed through unchanged (README, "Parameters")."""
+    body = wire.UpstreamRequest(
+        model=target.model,
+        prompt=request.prompt if request.prompt is not None else "",
+        stream=request.stream,
+        stream_options=_STREAM_OPTIONS if request.stream else None,
+        echo=request.echo,
+        frequency_penalty=request.frequency_penalty,
+        max_tokens=request.max_tokens,
+        presence_penalty=request.presence_penalty,
+        seed=request.seed,
+        stop=request.stop,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        n=request.n,
+        user=request.user,
+    )
+    if not request.extras:
+        return _encode(body)
+    # Our own fields win over an extra of the same name (the surface never lets one through).
+    merged: dict[str, Any] = {**request.extras, **msgspec.structs.asdict(body)}
+    return _encode({k: v for k, v in merged.items() if v is not None or k in request.extras})
 
 
 class OpenAIConnector(Connector):
+    PARAMS = PARAMS
     session: aiohttp.ClientSession
     url: str
 
@@ -79,49 +77,37 @@ class OpenAIConnector(Connector):
     async def close(self) -> None:
         await self.session.close()
 
-    def _body(self, call: Call, target: Target) -> bytes:
-        request = call.request
-        return _encode(
-            wire.UpstreamRequest(
-                model=target.model,
-                prompt=call.prompt,
-                stream=call.stream,
-                stream_options=wire.StreamOptions() if call.stream else None,
-                user=request.user,
-                **call.params,
-            )
-        )
-
-    def _post(self, call: Call, target: Target) -> Awaitable[aiohttp.ClientResponse]:
+    def _post(self, request: ChatRequest, target: Target, ctx: CallContext) -> Awaitable[aiohttp.ClientResponse]:
         # Awaited by the caller inside its own try: one coroutine frame fewer per resumption.
-        return self.session.post(self.url, data=self._body(call, target), headers={"X-Request-ID": call.request_id})
+        return self.session.post(self.url, data=request_body(request, target),
+                                 headers={"X-Request-ID": ctx.request_id})
 
-    async def complete(self, call: Call, target: Target) -> Completion:
+    async def complete(self, request: ChatRequest, target: Target, ctx: CallContext) -> Result:
         try:
-            response = await self._post(call, target)
+            response = await self._post(request, target, ctx)
         except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target, type(err).__name__) from None
+            raise connection_error(target.label, type(err).__name__) from None
         try:
             raw = await response.read()
         except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target, type(err).__name__) from None
+            raise connection_error(target.label, type(err).__name__) from None
         finally:
             response.release()
         if response.status >= 400:
-            raise _error_from_body(target, response.status, raw, response.headers)
+            raise error_from_body(target, response.status, raw, response.headers)
         try:
             upstream = _completion_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
-            raise protocol_error(target, str(err)) from None
+            raise protocol_error(target.label, str(err)) from None
         if upstream.error is not None:
             raise error_in_body(target, upstream.error)
-        return completion_of(upstream, target)
+        return result_of(upstream, target)
 
-    async def stream(self, call: Call, target: Target) -> ChunkStream:
+    async def stream(self, request: ChatRequest, target: Target, ctx: CallContext) -> UpstreamStream[Any]:
         try:
-            response = await self._post(call, target)
+            response = await self._post(request, target, ctx)
         except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target, type(err).__name__) from None
+            raise connection_error(target.label, type(err).__name__) from None
         if response.status >= 400:
             try:
                 raw = await response.read()
@@ -129,21 +115,29 @@ class OpenAIConnector(Connector):
                 raw = b""
             finally:
                 response.release()
-            raise _error_from_body(target, response.status, raw, response.headers)
+            raise error_from_body(target, response.status, raw, response.headers)
         if not response.content_type.startswith("text/event-stream"):
             response.close()
-            raise protocol_error(target, f"expected text/event-stream, got {response.content_type}")
-        return await ChunkStream.open(self._frames(response, call, target), response.close, call)
+            raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
+        if ctx.wire == PASSTHROUGH:
+            translate = StreamTranslator(target)
+            stream: UpstreamStream[Any] = await UpstreamStream.open(
+                self._frames(response, translate), response.close, _no_head, PASSTHROUGH, collect_frames)
+            stream.usage_source = translate
+            return stream
+        decoder = DeltaDecoder(target)
+        return await UpstreamStream.open(self._deltas(response, decoder), response.close,
+                                         lambda: decoder.head or _no_head())
 
-    async def _frames(self, response: aiohttp.ClientResponse, call: Call, target: Target) -> AsyncIterator[bytes]:
+    async def _frames(self, response: aiohttp.ClientResponse, translate: StreamTranslator) -> AsyncIterator[bytes]:
         """SSE frames, one batch per upstream read; nothing before the first content, so a
-        failure before it surfaces from ChunkStream.open while retry and fallback can act."""
-        translate = StreamTranslator(call, target)
+        failure before it surfaces from UpstreamStream.open while retry and fallback can act."""
+        target = translate.target
         try:
             async for data in response.content.iter_any():
                 try:
                     translate.feed(data)
-                except UpstreamError:
+                except Exception:
                     if translate.content_seen and translate.output:
                         yield translate.take()
                     raise
@@ -152,8 +146,25 @@ class OpenAIConnector(Connector):
                 if translate.finished:
                     return
         except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target, f"stream cut: {type(err).__name__}") from None
-        raise protocol_error(target, "stream ended without [DONE]")
+            raise connection_error(target.label, f"stream cut: {type(err).__name__}") from None
+        raise protocol_error(target.label, "stream ended without [DONE]")
+
+    async def _deltas(self, response: aiohttp.ClientResponse, decoder: DeltaDecoder) -> AsyncIterator[list[Delta]]:
+        target = decoder.target
+        try:
+            async for data in response.content.iter_any():
+                decoder.feed(data)
+                if decoder.output and (decoder.content_seen or decoder.finished):
+                    yield decoder.take()
+                if decoder.finished:
+                    return
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target.label, f"stream cut: {type(err).__name__}") from None
+        raise protocol_error(target.label, "stream ended without [DONE]")
+
+
+def _no_head() -> StreamHead:
+    return StreamHead("", 0, "")
 
 
 CONNECTOR = OpenAIConnector

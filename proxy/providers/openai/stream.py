@@ -1,7 +1,10 @@
-"""OpenAI's completion stream → ours, as SSE frames ready to write.
+"""OpenAI's completion stream: passed through to the completions surface as SSE frames ready
+to write, or decoded into canonical deltas for any other surface.
 
-Most events are chunks of a choice still generating, which need only two byte-level edits to
-match the spec (`finish_reason: null` → `"stop"`, drop `usage: null`); those are rewritten
+The pass-through (`PASSTHROUGH`) is declared: the completions surface speaks this very format, so
+
+most events — chunks of a choice still generating — need only two byte-level edits to match the
+spec (`finish_reason: null` → `"stop"`, drop `usage: null`); those are rewritten
 without parsing. Everything else — the chunk that finishes a choice, the usage chunk, an error
 event, anything unusual — is decoded and re-encoded. Frames from one upstream read are written
 to the client in one piece, as they arrived.
@@ -13,12 +16,15 @@ from collections.abc import Iterator
 
 import msgspec
 
-from proxy.api.errors import upstream_error
-from proxy.api.response import FINISH_REASONS, Choice, Completion, encoder
-from proxy.pipeline.call import Call, Target
-from proxy.providers.base import UpstreamError, protocol_error
+from proxy.api.response import Choice, Completion, encoder
+from proxy.core.errors import protocol_error
+from proxy.core.model import Delta, Result, StreamHead, Usage, assemble
+from proxy.core.sse import SSEParser, frame
+from proxy.core.target import Target
 from proxy.providers.openai import wire
-from proxy.providers.sse import SSEParser, frame
+from proxy.providers.openai.translate import deltas_of, error_in_body, finish_reason
+
+PASSTHROUGH = "openai.completions"  # the wire format the pass-through frames are in
 
 _NULL_REASON = b'"finish_reason":null'
 _IN_PROGRESS = b'"finish_reason":"stop"'  # the spec's enum has no "not yet" (DESIGN.md)
@@ -62,17 +68,10 @@ def rewrite_in_progress(region: bytes) -> bytes | None:
     return rewritten
 
 
-def _finish_reason(reason: str | None) -> str:
-    if reason is None:
-        return "stop"
-    # Servers add their own reasons (vLLM's "abort", llama.cpp's "eos"); the spec's enum has four.
-    return reason if reason in FINISH_REASONS else "stop"
-
-
-def completion_of(upstream: wire.UpstreamCompletion, target: Target) -> Completion:
+def _chunk_of(upstream: wire.UpstreamCompletion, target: Target) -> Completion:
     return Completion(
         id=upstream.id,
-        choices=[Choice(c.text, c.index, _finish_reason(c.finish_reason)) for c in upstream.choices],  # type: ignore[arg-type]
+        choices=[Choice(c.text, c.index, finish_reason(c.finish_reason)) for c in upstream.choices],
         created=upstream.created,
         model=upstream.model or target.model,
         object=upstream.object,
@@ -81,19 +80,13 @@ def completion_of(upstream: wire.UpstreamCompletion, target: Target) -> Completi
     )
 
 
-def error_in_body(target: Target, error: wire.UpstreamErrorBody | str) -> UpstreamError:
-    """An error object where a completion or a chunk was expected (OpenAI's mid-stream
-    `data: {"error": {...}}`): the provider failed, whatever the HTTP status said."""
-    message = error if isinstance(error, str) else error.message
-    return UpstreamError(upstream_error(502, message or f"{target.label}: error from provider"))
-
-
 class StreamTranslator:
-    """Feed upstream bytes; take SSE frames out. Raises UpstreamError on an error event."""
+    """The pass-through: feed upstream bytes; take SSE frames out, in the completions surface's
+    shape. Raises UpstreamError on an error event."""
 
-    def __init__(self, call: Call, target: Target) -> None:
-        self.call = call
+    def __init__(self, target: Target) -> None:
         self.target = target
+        self.usage: Usage | None = None
         self.parser = SSEParser()
         self.output = bytearray()
         self.content_seen = False
@@ -143,10 +136,10 @@ class StreamTranslator:
         try:
             upstream = _decoder.decode(event)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise protocol_error(self.target, "undecodable stream event") from None
+            raise protocol_error(self.target.label, "undecodable stream event") from None
         if upstream.error is not None:
             raise error_in_body(self.target, upstream.error)
-        chunk = completion_of(upstream, self.target)
+        chunk = _chunk_of(upstream, self.target)
         if self.held is not None:
             if not chunk.choices and chunk.usage is not None:
                 self.held.usage = chunk.usage
@@ -162,10 +155,66 @@ class StreamTranslator:
 
     def _emit(self, chunk: Completion) -> None:
         if chunk.usage is not None:
-            self.call.usage = chunk.usage
+            self.usage = chunk.usage
         self.output += frame(encoder.encode(chunk))
 
     def _flush_held(self) -> None:
         if self.held is not None:
             self._emit(self.held)
             self.held = None
+
+
+def collect_frames(head: StreamHead, batches: list[bytes]) -> Result | None:
+    """Pass-through frames (our own rewrite, `data: {chunk}` events) folded into the whole
+    answer, for the cache. None when there is nothing to keep."""
+    deltas: list[Delta] = []
+    first: wire.UpstreamCompletion | None = None
+    for event in b"".join(batches).split(b"\n\n"):
+        payload = event.removeprefix(b"data: ")
+        if not payload or payload == b"[DONE]":
+            continue
+        chunk = _decoder.decode(payload)
+        first = first or chunk
+        deltas += deltas_of(chunk)
+    if first is None:
+        return None
+    return assemble(StreamHead(first.id, first.created, first.model, first.system_fingerprint), deltas)
+
+
+class DeltaDecoder:
+    """The canonical path: feed upstream bytes; take canonical deltas out. Raises UpstreamError
+    on an error event. `head` is known from the first chunk."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.parser = SSEParser()
+        self.output: list[Delta] = []
+        self.head: StreamHead | None = None
+        self.content_seen = False
+        self.finished = False
+
+    def take(self) -> list[Delta]:
+        out = self.output
+        self.output = []
+        return out
+
+    def feed(self, data: bytes) -> None:
+        for event in self.parser.feed(data):
+            if self.finished:
+                continue
+            if event == b"[DONE]":
+                self.finished = True
+                continue
+            try:
+                chunk = _decoder.decode(event)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                raise protocol_error(self.target.label, "undecodable stream event") from None
+            if chunk.error is not None:
+                raise error_in_body(self.target, chunk.error)
+            if self.head is None:
+                self.head = StreamHead(chunk.id, chunk.created, chunk.model or self.target.model,
+                                       chunk.system_fingerprint)
+            deltas = deltas_of(chunk)
+            if not self.content_seen and any(d.text or d.finish_reason for d in deltas):
+                self.content_seen = True
+            self.output += deltas

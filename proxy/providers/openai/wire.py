@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.api.response import Usage
+from proxy.core.model import Usage
 
 
 class StreamOptions(msgspec.Struct):

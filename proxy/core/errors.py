@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     payload_too_large = "payload_too_large"
     model_not_found = "model_not_found"
     not_found = "not_found"
+    unsupported_parameter = "unsupported_parameter"
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
@@ -123,3 +124,67 @@ def validation_location(err: msgspec.ValidationError) -> tuple[str, str]:
     match = _LOCATION.match(str(err))
     assert match is not None  # the pattern matches any string
     return (match["path"] or "").removeprefix("."), match["what"]
+
+
+class FailureKind(StrEnum):
+    """Why an attempt failed; retry, fallback, metrics and breakers decide on this, not on text."""
+
+    status = "status"  # the provider answered with an error status
+    timeout = "timeout"  # no answer within the attempt's time (counts as 408)
+    connection = "connection"  # unreachable, reset, or the stream was cut
+    protocol = "protocol"  # the provider answered something that is not its documented shape
+
+
+class UpstreamError(ProxyError):
+    """A failed attempt at one provider. `status` drives retry and fallback; 408 stands for a
+    timeout (README, "Routing semantics")."""
+
+    def __init__(self, base: ProxyError, *, provider: str, kind: FailureKind = FailureKind.status,
+                 retry_after: float | None = None) -> None:
+        super().__init__(base.status, base.message, type=base.type, param=base.param, code=base.code,
+                         headers=base.headers)
+        self.provider = provider
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+def connection_error(label: str, detail: str) -> UpstreamError:
+    return UpstreamError(
+        ProxyError(502, f"{label}: cannot reach provider ({detail})", type=ErrorType.upstream,
+                   code=ErrorCode.provider_error),
+        provider=label.partition("/")[0], kind=FailureKind.connection,
+    )
+
+
+def protocol_error(label: str, detail: str) -> UpstreamError:
+    return UpstreamError(
+        ProxyError(502, f"{label}: invalid response from provider ({detail})", type=ErrorType.upstream,
+                   code=ErrorCode.provider_error),
+        provider=label.partition("/")[0], kind=FailureKind.protocol,
+    )
+
+
+def timeout_error(label: str, seconds: float) -> UpstreamError:
+    return UpstreamError(
+        ProxyError(408, f"{label}: no response within {seconds * 1000:.0f} ms", type=ErrorType.timeout,
+                   code=ErrorCode.provider_timeout),
+        provider=label.partition("/")[0], kind=FailureKind.timeout,
+    )
+
+
+def status_error(label: str, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 retry_after: float | None = None) -> UpstreamError:
+    """A provider's error status, its message kept; `code` is the provider's own machine-readable
+    error type where it has one (README, "Errors"), else orq's name for the status.
+
+    A provider's 401/403 means *our* credentials for it are wrong, not the client's: it is a 502
+    `provider_error`, so SDKs do not report "invalid API key" to a client whose key is fine."""
+    provider = label.partition("/")[0]
+    if status in (401, 403):
+        base = ProxyError(502, f"{label}: the provider refused the proxy's credentials (HTTP {status}): {message}",
+                          type=ErrorType.upstream, code=ErrorCode.provider_error)
+        return UpstreamError(base, provider=provider)
+    base = upstream_error(status, message, param)
+    if code:
+        base.code = code
+    return UpstreamError(base, provider=provider, retry_after=retry_after)

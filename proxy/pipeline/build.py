@@ -1,0 +1,42 @@
+"""The request path, readable top to bottom:
+
+    auth → templating → knowledge → support check → cache → load balancer → fallback → retry
+    → timeout → connector
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proxy.pipeline.auth import AuthorizeStage
+from proxy.pipeline.balance import BalanceStage
+from proxy.pipeline.cache import CacheStage
+from proxy.pipeline.dispatch import DispatchStage
+from proxy.pipeline.fallback import FallbackStage
+from proxy.pipeline.knowledge import KnowledgeStage
+from proxy.pipeline.retry import RetryStage
+from proxy.pipeline.stage import Next, compose
+from proxy.pipeline.support import SupportStage
+from proxy.pipeline.templating import TemplatingStage
+from proxy.pipeline.timeout import TimeoutStage
+
+if TYPE_CHECKING:
+    from proxy.runtime import Runtime
+
+
+def build_pipeline(runtime: Runtime) -> Next:
+    metrics = runtime.metrics
+    return compose(
+        [
+            AuthorizeStage(),
+            TemplatingStage(runtime.prompts),
+            KnowledgeStage(),
+            SupportStage(runtime.connectors),
+            CacheStage(runtime.cache, metrics),
+            BalanceStage(),
+            FallbackStage(metrics),
+            RetryStage(runtime.config.routing, metrics),
+            TimeoutStage(),
+        ],
+        DispatchStage(runtime.connectors),
+    )
