@@ -327,3 +327,26 @@ class Emulator(Generic[R]):
             return resp
         await resp.write_eof()
         return resp
+
+
+def parse_sse(blob: bytes) -> list[tuple[str | None, str]]:
+    """(event name, data) per event of a complete SSE byte stream; comments dropped.
+
+    For tests reading what an emulator sent; any line ending is accepted.
+    """
+    out: list[tuple[str | None, str]] = []
+    name: str | None = None
+    data: list[str] = []
+    for line in re.split(r"\r\n|\r|\n", blob.decode()):
+        if line == "":
+            if data:
+                out.append((name, "\n".join(data)))
+            name, data = None, []
+        elif not line.startswith(":"):
+            key, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if key == "event":
+                name = value
+            elif key == "data":
+                data.append(value)
+    return out
