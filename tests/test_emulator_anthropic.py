@@ -253,6 +253,10 @@ def test_error_event_after_content(emu: AnthropicEmulator, client: httpx.Client)
     emu.script("m", Reply(error_event_after_chunks=0, error_type="api_error"))
     _, evs = events(client, body("m"))
     assert evs[-1][1]["error"]["type"] == "api_error"
+    emu.script("m", Reply(error_event_after_chunks=Reply.chunks))  # all text sent, then the error
+    _, evs = events(client, body("m"))
+    assert [n for n, _ in evs][-2:] == ["content_block_stop", "error"]
+    assert streamed_text(evs) == f"Echo: {USER}"
 
 
 def test_cut_stream_and_malformed_bodies(emu: AnthropicEmulator, client: httpx.Client) -> None:

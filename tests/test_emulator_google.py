@@ -260,6 +260,10 @@ def test_error_after_some_chunks(emu: GoogleEmulator, client: httpx.Client) -> N
     assert objs[1] == {"error": {"code": 503, "message": objs[1]["error"]["message"], "status": "UNAVAILABLE"}}
     r = client.post(f"/v1beta/models/{MODEL}:streamGenerateContent", json=body())
     assert [list(o) for o in r.json()] == [["candidates", "usageMetadata", "modelVersion", "responseId"], ["error"]]
+    emu.script(MODEL, Reply(error_event_after_chunks=Reply.chunks))  # every chunk, then the error
+    _, objs = chunks(client, body())
+    assert answer(objs[:-1]) == f"Echo: {USER}"
+    assert objs[-1]["error"]["status"] == "INTERNAL"
 
 
 def test_cut_stream_and_malformed_bodies(emu: GoogleEmulator, client: httpx.Client) -> None:

@@ -303,14 +303,16 @@ def stream_events(reply: Reply, body: dict) -> tuple[list[bytes], bool]:
             if sent == reply.cut_after_chunks:
                 return out, True
             if sent == reply.error_event_after_chunks:
-                error = reply.error_body or anthropic_error(529, type_=reply.error_type)
-                event(error)
+                event(reply.error_body or anthropic_error(529, type_=reply.error_type))
                 return out, False  # the connection closes without message_stop
             event({"type": "content_block_delta", "index": index, "delta": delta})
             sent += 1
         event({"type": "content_block_stop", "index": index})
     if sent == reply.cut_after_chunks:
         return out, True
+    if sent == reply.error_event_after_chunks:  # after all content, before message_delta
+        event(reply.error_body or anthropic_error(529, type_=reply.error_type))
+        return out, False
     stop = {"stop_reason": msg["stop_reason"], "stop_sequence": msg["stop_sequence"]}
     event({"type": "message_delta", "delta": stop, "usage": msg["usage"]})  # cumulative
     event({"type": "message_stop"})

@@ -195,7 +195,7 @@ def _candidates(reply: Reply, body: dict) -> tuple[list[list[dict]], list[str], 
         thought = ""
         if thinks:
             source = reply.thinking if reply.thinking is not None else f"Thinking about: {last}"
-            cap = [b for b in (budget, limit) if _is_int(b) and b > 0]
+            cap = [b for b in (budget, limit) if isinstance(b, int) and b > 0]
             thought, _, _ = generate(source, min(cap) if cap else None, [])
             thought_tokens += len(tokens(thought))
             if tc.get("includeThoughts") is True:
@@ -289,6 +289,8 @@ def stream_events(reply: Reply, body: dict, model: str, sse_mode: bool) -> tuple
     else:
         if reply.cut_after_chunks == len(out):
             return out, True
+        if reply.error_event_after_chunks == len(out):  # after every chunk
+            emit(reply.error_body or google_error(reply.error_code))
     if not sse_mode:
         out.append(b"]" if out else b"[]")
     return out, False
