@@ -68,6 +68,13 @@ class ProviderConfig(Strict):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     connect_timeout_seconds: Positive = 10.0
     max_connections: Annotated[int, Meta(ge=1)] = 1000
+    # What one answer may cost us: a larger body or SSE event is a 502, never unbounded memory.
+    max_response_bytes: Annotated[int, Meta(ge=1024)] = 32 * 1024 * 1024
+    max_event_bytes: Annotated[int, Meta(ge=1024)] = 1024 * 1024
+    # A stream that sends nothing for this long is cut (before its first chunk: a timeout that
+    # may fall back; after it: one in-band error event).
+    stream_idle_timeout_seconds: Positive = 120.0
+    anthropic_version: str | None = None  # type: anthropic only (default 2023-06-01)
 
 
 class CacheConfig(Strict):

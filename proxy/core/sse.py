@@ -15,12 +15,18 @@ def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+class EventTooLarge(ValueError):
+    """An event (or a line) grew past the parser's limit without ending."""
+
+
 class SSEParser:
-    """Feed bytes in; get the `data` payload of each complete event out."""
+    """Feed bytes in; get the `data` payload of each complete event out. A partial event held
+    longer than `limit` bytes raises EventTooLarge: an upstream cannot make us buffer without end."""
 
-    __slots__ = ("_buffer", "_data", "_pending_cr")
+    __slots__ = ("_buffer", "_data", "_pending_cr", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 1 << 20) -> None:
+        self.limit = limit
         self._buffer = bytearray()
         self._data: list[bytes] = []
         self._pending_cr = False  # a chunk ended on "\r": a following "\n" belongs to it
@@ -57,6 +63,8 @@ class SSEParser:
                 yield event
             start = after
         del buffer[:start]
+        if len(buffer) > self.limit:
+            raise EventTooLarge(f"an SSE line grew past {self.limit} bytes")
 
     def feed_region(self, chunk: bytes) -> bytes | None:
         """Buffer `chunk`; in the common framing (LF only, no event half-parsed) return the
@@ -83,6 +91,8 @@ class SSEParser:
             return None
         end = buffer.rfind(b"\n\n")
         if end == -1:
+            if len(buffer) > self.limit:
+                raise EventTooLarge(f"an SSE event grew past {self.limit} bytes")
             return b""
         complete = bytes(buffer[:end])
         del buffer[: end + 2]

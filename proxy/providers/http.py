@@ -1,0 +1,113 @@
+"""The I/O every JSON-over-HTTP provider shares: one pooled session, bounded reads, and SSE
+streams with an idle timeout. A provider module adds only its URL, headers and translation.
+
+Bounds (README, "Providers"): an answer larger than `max_response_bytes`, or an SSE event larger
+than `max_event_bytes`, is a 502 naming the provider; a stream silent for
+`stream_idle_timeout_seconds` is cut as a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+
+from proxy.core.errors import (
+    UpstreamError,
+    connection_error,
+    protocol_error,
+    timeout_error,
+)
+from proxy.core.sse import EventTooLarge, SSEParser
+from proxy.core.stream import CallContext
+from proxy.core.target import Target
+from proxy.providers.base import Connector
+
+
+class HTTPConnector(Connector):
+    session: aiohttp.ClientSession
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate us to the provider (never logged)."""
+        return {}
+
+    def error_from(self, target: Target, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        """The provider's error answer as our error: its message and machine-readable type kept."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300),
+            headers={"Content-Type": "application/json", **self.auth_headers(), **self.config.headers},
+            # Per-attempt deadlines come from the pipeline's timeout stage, not from here.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds),
+            auto_decompress=True,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def post(self, url: str, body: bytes, target: Target, ctx: CallContext, *,
+                   stream: bool = False, headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
+        """POST and return a successful response; an error status is raised as the provider's
+        error. For a stream, every read (the first included) waits at most the idle timeout."""
+        timeout = None
+        if stream:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds,
+                                            sock_read=self.config.stream_idle_timeout_seconds)
+        try:
+            response = await self.session.post(url, data=body, timeout=timeout,
+                                               headers={"X-Request-ID": ctx.request_id, **(headers or {})})
+        except aiohttp.ServerTimeoutError:
+            raise timeout_error(target.label, self.config.stream_idle_timeout_seconds) from None
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target.label, type(err).__name__) from None
+        if response.status >= 400:
+            try:
+                raw = await self.read(response, target)
+            except UpstreamError:
+                raw = b""
+            raise self.error_from(target, response.status, raw, response.headers)
+        return response
+
+    async def read(self, response: aiohttp.ClientResponse, target: Target) -> bytes:
+        """The whole body, refused past `max_response_bytes` (a 502), released either way."""
+        limit = self.config.max_response_bytes
+        try:
+            if response.content_length is not None and response.content_length > limit:
+                raise protocol_error(target.label, f"answer larger than {limit} bytes")
+            body = bytearray()
+            async for data in response.content.iter_any():
+                body += data
+                if len(body) > limit:
+                    raise protocol_error(target.label, f"answer larger than {limit} bytes")
+            return bytes(body)
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target.label, type(err).__name__) from None
+        finally:
+            response.release()
+
+    async def events(self, response: aiohttp.ClientResponse, target: Target) -> AsyncIterator[list[bytes]]:
+        """The `data` of each SSE event, a list per upstream read (empty lists are skipped).
+        Ends when the upstream closes the stream; a cut or a silence past the idle timeout
+        raises, as does an event past `max_event_bytes`."""
+        if not response.content_type.startswith("text/event-stream"):
+            response.close()
+            raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
+        parser = SSEParser(self.config.max_event_bytes)
+        try:
+            async for data in response.content.iter_any():
+                events = list(parser.feed(data))
+                if events:
+                    yield events
+            tail = list(parser.close())
+            if tail:
+                yield tail
+        except EventTooLarge as err:
+            raise protocol_error(target.label, str(err)) from None
+        except aiohttp.ServerTimeoutError:
+            raise timeout_error(target.label, self.config.stream_idle_timeout_seconds) from None
+        except (aiohttp.ClientError, OSError) as err:
+            raise connection_error(target.label, f"stream cut: {type(err).__name__}") from None
+        finally:
+            response.close()
