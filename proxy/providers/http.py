@@ -9,6 +9,7 @@ than `max_event_bytes`, is a 502 naming the provider; a stream silent for
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -51,12 +52,12 @@ class HTTPConnector(Connector):
                    stream: bool = False, headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
         """POST and return a successful response; an error status is raised as the provider's
         error. For a stream, every read (the first included) waits at most the idle timeout."""
-        timeout = None
-        if stream:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds,
-                                            sock_read=self.config.stream_idle_timeout_seconds)
+        extra: dict[str, Any] = {}
+        if stream:  # else the session's timeout applies (its default is aiohttp's sentinel, not None)
+            extra["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds,
+                                                     sock_read=self.config.stream_idle_timeout_seconds)
         try:
-            response = await self.session.post(url, data=body, timeout=timeout,
+            response = await self.session.post(url, data=body, **extra,
                                                headers={"X-Request-ID": ctx.request_id, **(headers or {})})
         except aiohttp.ServerTimeoutError:
             raise timeout_error(target.label, self.config.stream_idle_timeout_seconds) from None
@@ -103,11 +104,19 @@ class HTTPConnector(Connector):
             tail = list(parser.close())
             if tail:
                 yield tail
-        except EventTooLarge as err:
-            raise protocol_error(target.label, str(err)) from None
-        except aiohttp.ServerTimeoutError:
-            raise timeout_error(target.label, self.config.stream_idle_timeout_seconds) from None
-        except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target.label, f"stream cut: {type(err).__name__}") from None
+        except STREAM_FAILURES as err:
+            raise self.stream_failure(target, err) from None
         finally:
             response.close()
+
+    def stream_failure(self, target: Target, err: BaseException) -> UpstreamError:
+        """A stream that broke while being read, as the failure it is."""
+        if isinstance(err, EventTooLarge):
+            return protocol_error(target.label, str(err))
+        if isinstance(err, aiohttp.ServerTimeoutError):
+            return timeout_error(target.label, self.config.stream_idle_timeout_seconds)
+        return connection_error(target.label, f"stream cut: {type(err).__name__}")
+
+
+# What reading a stream may raise that stream_failure turns into an UpstreamError.
+STREAM_FAILURES = (EventTooLarge, aiohttp.ClientError, OSError)

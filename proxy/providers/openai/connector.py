@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
 import msgspec
 
-from proxy.core.errors import connection_error, protocol_error
+from proxy.core.errors import (
+    UpstreamError,
+    protocol_error,
+)
 from proxy.core.model import ChatRequest, Delta, Result, StreamHead
 from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
-from proxy.providers.base import Connector
+from proxy.providers.http import STREAM_FAILURES, HTTPConnector
 from proxy.providers.openai import wire
 from proxy.providers.openai.params import PARAMS
 from proxy.providers.openai.stream import (
@@ -55,46 +58,24 @@ def request_body(request: ChatRequest, target: Target) -> bytes:
     return _encode({k: v for k, v in merged.items() if v is not None or k in request.extras})
 
 
-class OpenAIConnector(Connector):
+class OpenAIConnector(HTTPConnector):
     PARAMS = PARAMS
-    session: aiohttp.ClientSession
     url: str
 
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+
+    def error_from(self, target: Target, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        return error_from_body(target, status, raw, headers)
+
     async def start(self) -> None:
-        headers = {"Content-Type": "application/json", **self.config.headers}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300),
-            headers=headers,
-            # Per-attempt deadlines come from the pipeline's timeout stage, not from here.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds),
-            auto_decompress=True,
-        )
+        await super().start()
         assert self.config.base_url is not None
         self.url = self.config.base_url.rstrip("/") + "/completions"
 
-    async def close(self) -> None:
-        await self.session.close()
-
-    def _post(self, request: ChatRequest, target: Target, ctx: CallContext) -> Awaitable[aiohttp.ClientResponse]:
-        # Awaited by the caller inside its own try: one coroutine frame fewer per resumption.
-        return self.session.post(self.url, data=request_body(request, target),
-                                 headers={"X-Request-ID": ctx.request_id})
-
     async def complete(self, request: ChatRequest, target: Target, ctx: CallContext) -> Result:
-        try:
-            response = await self._post(request, target, ctx)
-        except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target.label, type(err).__name__) from None
-        try:
-            raw = await response.read()
-        except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target.label, type(err).__name__) from None
-        finally:
-            response.release()
-        if response.status >= 400:
-            raise error_from_body(target, response.status, raw, response.headers)
+        response = await self.post(self.url, request_body(request, target), target, ctx)
+        raw = await self.read(response, target)
         try:
             upstream = _completion_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
@@ -104,28 +85,18 @@ class OpenAIConnector(Connector):
         return result_of(upstream, target)
 
     async def stream(self, request: ChatRequest, target: Target, ctx: CallContext) -> UpstreamStream[Any]:
-        try:
-            response = await self._post(request, target, ctx)
-        except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target.label, type(err).__name__) from None
-        if response.status >= 400:
-            try:
-                raw = await response.read()
-            except (aiohttp.ClientError, OSError):
-                raw = b""
-            finally:
-                response.release()
-            raise error_from_body(target, response.status, raw, response.headers)
+        response = await self.post(self.url, request_body(request, target), target, ctx, stream=True)
         if not response.content_type.startswith("text/event-stream"):
             response.close()
             raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
+        limit = self.config.max_event_bytes
         if ctx.wire == PASSTHROUGH:
-            translate = StreamTranslator(target)
+            translate = StreamTranslator(target, limit)
             stream: UpstreamStream[Any] = await UpstreamStream.open(
                 self._frames(response, translate), response.close, _no_head, PASSTHROUGH, collect_frames)
             stream.usage_source = translate
             return stream
-        decoder = DeltaDecoder(target)
+        decoder = DeltaDecoder(target, limit)
         return await UpstreamStream.open(self._deltas(response, decoder), response.close,
                                          lambda: decoder.head or _no_head())
 
@@ -145,8 +116,8 @@ class OpenAIConnector(Connector):
                     yield translate.take()
                 if translate.finished:
                     return
-        except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target.label, f"stream cut: {type(err).__name__}") from None
+        except STREAM_FAILURES as err:
+            raise self.stream_failure(target, err) from None
         raise protocol_error(target.label, "stream ended without [DONE]")
 
     async def _deltas(self, response: aiohttp.ClientResponse, decoder: DeltaDecoder) -> AsyncIterator[list[Delta]]:
@@ -158,8 +129,8 @@ class OpenAIConnector(Connector):
                     yield decoder.take()
                 if decoder.finished:
                     return
-        except (aiohttp.ClientError, OSError) as err:
-            raise connection_error(target.label, f"stream cut: {type(err).__name__}") from None
+        except STREAM_FAILURES as err:
+            raise self.stream_failure(target, err) from None
         raise protocol_error(target.label, "stream ended without [DONE]")
 
 

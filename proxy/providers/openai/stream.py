@@ -12,6 +12,7 @@ to the client in one piece, as they arrived.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import msgspec
@@ -40,9 +41,27 @@ def _rewrite(payload: bytes) -> bytes:
     return payload
 
 
+_REQUIRED = (b'"model":', b'"created":', b'"object":')  # the spec's chunk shape needs them
+
+
+def _well_formed(data: bytes, events: int) -> bool:
+    """Bytes relayed unparsed must be valid UTF-8 and carry the chunk fields the spec requires,
+    once per event; anything else goes through the parser, which repairs or refuses it."""
+    for field in _REQUIRED:
+        if data.count(field) != events:
+            return False
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _fast(event: bytes) -> bytes | None:
     """An in-progress chunk rewritten in place, or None when the event must be parsed."""
     if _NULL_REASON not in event or event.count(b'"finish_reason"') != 1 or b'"error"' in event:
+        return None
+    if not _well_formed(event, 1):
         return None
     return frame(_rewrite(event))
 
@@ -61,7 +80,7 @@ def rewrite_in_progress(region: bytes) -> bytes | None:
     if not region.startswith(b"data: {") or region.count(b"\n") != 2 * separators:
         return None
     rewritten = region.replace(_NULL_REASON, _IN_PROGRESS)
-    if len(rewritten) - len(region) != (separators + 1) * _GROWTH:
+    if len(rewritten) - len(region) != (separators + 1) * _GROWTH or not _well_formed(region, separators + 1):
         return None
     for field in _NOT_IN_SPEC:
         rewritten = rewritten.replace(field, b"")
@@ -69,12 +88,13 @@ def rewrite_in_progress(region: bytes) -> bytes | None:
 
 
 def _chunk_of(upstream: wire.UpstreamCompletion, target: Target) -> Completion:
+    """A parsed chunk in the spec's shape, the fields a sloppy server left out filled in."""
     return Completion(
         id=upstream.id,
         choices=[Choice(c.text, c.index, finish_reason(c.finish_reason)) for c in upstream.choices],
-        created=upstream.created,
+        created=upstream.created or int(time.time()),
         model=upstream.model or target.model,
-        object=upstream.object,
+        object="text_completion",
         system_fingerprint=upstream.system_fingerprint,
         usage=upstream.usage,
     )
@@ -84,10 +104,10 @@ class StreamTranslator:
     """The pass-through: feed upstream bytes; take SSE frames out, in the completions surface's
     shape. Raises UpstreamError on an error event."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, limit: int = 1 << 20) -> None:
         self.target = target
         self.usage: Usage | None = None
-        self.parser = SSEParser()
+        self.parser = SSEParser(limit)
         self.output = bytearray()
         self.content_seen = False
         self.finished = False
@@ -185,9 +205,9 @@ class DeltaDecoder:
     """The canonical path: feed upstream bytes; take canonical deltas out. Raises UpstreamError
     on an error event. `head` is known from the first chunk."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, limit: int = 1 << 20) -> None:
         self.target = target
-        self.parser = SSEParser()
+        self.parser = SSEParser(limit)
         self.output: list[Delta] = []
         self.head: StreamHead | None = None
         self.content_seen = False
