@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import msgspec
+import structlog
 from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
 
@@ -28,6 +29,7 @@ class Entry(msgspec.Struct, array_like=True):
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Entry).decode
 _PAUSE_SECONDS = 5.0
+_log = structlog.get_logger("switchyard.cache")
 
 
 def _backend(config: CacheConfig) -> Any:
@@ -54,8 +56,12 @@ class ResponseCache:
         self.last_error: str | None = None
 
     def _failed(self, err: BaseException) -> None:
+        # Called only while available, so at most once per pause: the log says each outage
+        # without flooding (the metric counts every request it affects).
         self.last_error = f"{type(err).__name__}: {err}"
         self.paused_until = time.monotonic() + _PAUSE_SECONDS
+        _log.warning("cache backend unavailable; lookups are misses until it answers again",
+                     error=self.last_error[:300], retry_in_seconds=_PAUSE_SECONDS)
 
     @property
     def available(self) -> bool:

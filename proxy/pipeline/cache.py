@@ -44,8 +44,9 @@ class CacheStage:
             call.served = _target_of(entry.served)
             call.usage = entry.result.usage
             return entry.result  # the handler replays it as SSE when the client streams
-        call.cache_status = "miss"
-        self.metrics.cache_result("miss" if self.cache.available else "error")
+        # An outage is served like a miss, but said as what it is: in the log event and metrics.
+        call.cache_status = "miss" if self.cache.available else "error"
+        self.metrics.cache_result(call.cache_status)
         result = await next(call)
         served = call.served.label if call.served else ""
         if isinstance(result, Result):
