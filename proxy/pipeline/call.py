@@ -42,6 +42,9 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     deadline: float = 0.0  # perf_counter value after which the whole request is over
     first_token_seconds: float | None = None
+    # A stream's overhead is fixed when its first content is written: relaying the rest is paced
+    # by the provider and the client, and must not make a long stream look slow (README, "Metrics").
+    stream_overhead: float | None = None
     usage: Usage | None = None
     log: dict[str, Any] = field(default_factory=dict)  # extra fields for the request's log event
 
@@ -55,4 +58,6 @@ class Call:
 
     def overhead_seconds(self) -> float:
         """The proxy's own time: total minus providers and deliberate waits (README, "Metrics")."""
+        if self.stream_overhead is not None:
+            return self.stream_overhead
         return max(0.0, time.perf_counter() - self.started - self.upstream_seconds - self.waited_seconds)

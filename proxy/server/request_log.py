@@ -76,7 +76,7 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
     event.attempts = call.attempts
     event.cache = call.cache_status
     event.duration_ms = _ms(duration)
-    event.overhead_ms = _ms(max(0.0, duration - call.upstream_seconds - call.waited_seconds))
+    event.overhead_ms = _ms(call.overhead_seconds())
     if call.first_token_seconds is not None:
         event.ttft_ms = _ms(call.first_token_seconds)
     if call.usage is not None:

@@ -31,7 +31,7 @@ class RequestMetrics:
         metrics.request_finished(
             route=call.route_name, provider=provider, model=model, status=status,
             cache=call.cache_status or "none", stream=stream, duration_s=duration,
-            overhead_s=max(0.0, duration - call.upstream_seconds - call.waited_seconds),
+            overhead_s=call.overhead_seconds(),
         )
         if call.first_token_seconds is not None and target is not None:
             metrics.first_token(provider=provider, model=model, seconds=call.first_token_seconds)

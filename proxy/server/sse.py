@@ -94,13 +94,11 @@ async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStre
     frames = frames_of(outcome, call.surface)
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
-    writing = 0.0  # time spent handing bytes to a client: its pace, not the proxy's overhead
     try:
         call.first_token_seconds = time.perf_counter() - call.started  # the first content is in hand
+        call.stream_overhead = call.overhead_seconds()
         async for batch in frames:
-            started = time.perf_counter()
             await response.write(batch)
-            writing += time.perf_counter() - started
         await response.write(DONE)
     except ProxyError as err:
         await _fail(response, call, err)
@@ -111,7 +109,6 @@ async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStre
         # The deadline or SIGTERM's grace ran out mid-stream: say so in-band, and no [DONE].
         await _fail(response, call, drain.cancellation_error(request, reason))
     finally:
-        call.waited_seconds += writing
         if isinstance(outcome, UpstreamStream):
             call.upstream_seconds += outcome.waited
             call.usage = outcome.usage or call.usage
