@@ -75,6 +75,9 @@ class ProviderConfig(Strict):
     # may fall back; after it: one in-band error event).
     stream_idle_timeout_seconds: Positive = 120.0
     anthropic_version: str | None = None  # type: anthropic only (default 2023-06-01)
+    # type: openai: chat goes to /chat/completions; false for a server with only /completions.
+    chat_endpoint: bool = True
+    models: list[str] = msgspec.field(default_factory=list)  # listed by GET /v1/models
 
 
 class CacheConfig(Strict):

@@ -27,7 +27,7 @@ from proxy.config import ConfigError
 class PromptVersion(msgspec.Struct, forbid_unknown_fields=True):
     version: Annotated[int, Meta(ge=1)]
     template: str
-    params: GenerationParams = msgspec.field(default_factory=GenerationParams)
+    params: GenerationParams = msgspec.field(default_factory=GenerationParams)  # type: ignore[valid-type]
 
 
 class PromptFile(msgspec.Struct, forbid_unknown_fields=True):

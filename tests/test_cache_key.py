@@ -51,6 +51,17 @@ def test_every_request_field_has_a_decision():
     assert not undecided, f"request fields with no cache-key decision in FIELD_DECISIONS: {sorted(undecided)}"
 
 
+def test_every_chat_field_has_a_decision():
+    from proxy.api.chat_request import ChatCompletionRequest
+    from proxy.api.request import SamplingRequest
+    from proxy.cache.key import CHAT_FIELD_DECISIONS
+
+    own = set(ChatCompletionRequest.__struct_fields__) - set(SamplingRequest.__struct_fields__)
+    assert own == set(CHAT_FIELD_DECISIONS), "decide every chat field (and drop decisions for removed ones)"
+    shared = set(SamplingRequest.__struct_fields__) - {"orq"}
+    assert shared <= set(FIELD_DECISIONS), "the fields chat shares with completions are decided there"
+
+
 def test_every_canonical_field_has_a_decision():
     assert set(CANONICAL_DECISIONS) == set(REQUEST_FIELDS), "decide every canonical request field"
 

@@ -477,7 +477,7 @@ def test_get_completions_is_405(client):
     assert "POST" in r.headers.get("allow", ""), "a 405 names the allowed methods"
 
 
-@pytest.mark.parametrize("path", ["/v1/completions", "/v2/router/completion", "/", "/v2/router/completions/x"])
+@pytest.mark.parametrize("path", ["/v1/engines", "/v2/router/completion", "/", "/v2/router/completions/x"])
 def test_unknown_path_is_404(client, path):
     assert_error(client.post(path, json=BASE), 404, "not_found_error", None, "not_found")
 

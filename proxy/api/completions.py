@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.api.decode import decode_request
 from proxy.api.request import (
     GENERATION_DEFAULTS,
     CompletionRequest,
@@ -26,7 +27,7 @@ WIRE = "openai.completions"  # the format a declared pass-through must already b
 OBJECT = "text_completion"
 
 
-def _thinking(value: RequestThinking | None) -> Thinking | None:
+def thinking_of(value: RequestThinking | None) -> Thinking | None:
     if value is None:
         return None
     if isinstance(value, ThinkingEnabled):
@@ -49,7 +50,7 @@ def to_canonical(request: CompletionRequest, extras: dict[str, Any] | None) -> C
         frequency_penalty=request.frequency_penalty,
         presence_penalty=request.presence_penalty,
         echo=request.echo,
-        thinking=_thinking(request.thinking),
+        thinking=thinking_of(request.thinking),
         user=request.user,
         stream=request.stream,
         extras=extras,
@@ -131,5 +132,5 @@ class DeltaRenderer:
 # The spec's defaults, which an omitted field stands for (the cache keys them alike).
 DEFAULTS: dict[str, Any] = GENERATION_DEFAULTS
 
-SURFACE = Surface(name=NAME, wire=WIRE, render=render, replay=replay, renderer=DeltaRenderer,
-                  defaults=DEFAULTS)
+SURFACE = Surface(name=NAME, wire=WIRE, decode=decode_request, to_canonical=to_canonical, render=render, replay=lambda result, _request: replay(result),
+                  renderer=lambda head, _request: DeltaRenderer(head), defaults=DEFAULTS)

@@ -151,32 +151,12 @@ class Orq(Base):
 
 
 # -- the request ---------------------------------------------------------------------------------------
-class GenerationParams(Base):
-    """The sampling parameters; also the `params` a stored prompt may set as defaults."""
+class RoutedRequest(Base):
+    """What every surface's request has: the model, the routing fields, and the `orq` block."""
 
-    echo: bool | None = None
-    frequency_penalty: Penalty | None = None
-    max_tokens: MaxTokens | None = None
-    presence_penalty: Penalty | None = None
-    seed: int | None = None
-    stop: str | StopSequences | None = None
-    temperature: Temperature | None = None
-    top_p: Probability | None = None
-    n: ChoiceCount | None = None
-
-
-GENERATION_FIELDS: tuple[str, ...] = GenerationParams.__struct_fields__
-
-
-class CompletionRequest(GenerationParams, forbid_unknown_fields=True):
-    """Unknown top-level fields fail the fast decode; proxy.api.decode then sets them aside as
-    `extras`, which are passed through to OpenAI-compatible upstreams (README, "Parameters")."""
-
-    # `model` and `prompt` are required by the spec; they are checked after decoding so the error
-    # can say which is missing in the same shape as every other error, and so a stored prompt
-    # (`orq.prompt`) can stand in for `prompt`.
+    # `model` is required by the spec; it is checked after decoding so the error can say so in
+    # the same shape as every other error, and because a load balancer stands in for it.
     model: str | None = None
-    prompt: str | list[str] | None = None
     user: str | None = None
     name: str | None = None
     fallbacks: list[Fallback] | None = None
@@ -189,6 +169,41 @@ class CompletionRequest(GenerationParams, forbid_unknown_fields=True):
     plugins: list[Any] | None = None  # the orq SDK's; refused unless empty until we build them
     orq: Orq | None = None
     stream: bool = False
+
+
+class SamplingRequest(RoutedRequest):
+    """The sampling parameters both surfaces share."""
+
+    frequency_penalty: Penalty | None = None
+    max_tokens: MaxTokens | None = None
+    presence_penalty: Penalty | None = None
+    seed: int | None = None
+    stop: str | StopSequences | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    n: ChoiceCount | None = None
+
+
+class CompletionRequest(SamplingRequest, forbid_unknown_fields=True):
+    """Unknown top-level fields fail the fast decode; proxy.api.decode then sets them aside as
+    `extras`, which are passed through to OpenAI-compatible upstreams (README, "Parameters")."""
+
+    # Required by the spec, but a stored prompt (`orq.prompt`) can stand in for it: checked later.
+    prompt: str | list[str] | None = None
+    echo: bool | None = None
+
+
+# A completion's generation parameters: what it forwards and what a stored prompt may default.
+GENERATION_FIELDS: tuple[str, ...] = (
+    "echo", "frequency_penalty", "max_tokens", "presence_penalty", "seed", "stop", "temperature", "top_p", "n",
+)
+_FIELD_INFO = {field.name: field for field in msgspec.structs.fields(CompletionRequest)}
+GenerationParams = msgspec.defstruct(
+    "GenerationParams",
+    [(name, _FIELD_INFO[name].type, None) for name in GENERATION_FIELDS],
+    bases=(Base,),
+    forbid_unknown_fields=True,
+)
 
 
 # The generation parameters forwarded to providers and hashed into the cache key, with the spec's

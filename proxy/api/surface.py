@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from proxy.core.model import Delta, Result, StreamHead
+from proxy.core.model import ChatRequest, Delta, Result, StreamHead
 
 
 class StreamRenderer(Protocol):
@@ -21,7 +21,11 @@ class StreamRenderer(Protocol):
 class Surface(NamedTuple):
     name: str  # the route label in metrics and logs (`completions`, `chat`)
     wire: str  # the wire format a declared pass-through stream must already be in
+    decode: Callable[[bytes], tuple[Any, dict[str, Any] | None]]  # body → (request, extras), or a 400
+    to_canonical: Callable[[Any, dict[str, Any] | None], ChatRequest]
     render: Callable[[Result], bytes]  # a whole answer as the JSON body
-    replay: Callable[[Result], list[bytes]]  # a whole answer as SSE frames (a cache hit on a stream)
-    renderer: Callable[[StreamHead], StreamRenderer]  # canonical deltas → SSE frames
+    # A whole answer as SSE frames (a cache hit on a stream), and canonical deltas → SSE frames;
+    # both get the surface's decoded request for its own stream options.
+    replay: Callable[[Result, Any], list[bytes]]
+    renderer: Callable[[StreamHead, Any], StreamRenderer]
     defaults: Mapping[str, Any]  # the spec's defaults: an omitted field and its default key alike

@@ -46,13 +46,37 @@ FIELD_DECISIONS: dict[str, str] = {
     "orq.thread": "excluded: conversation grouping, for analytics",
 }
 
-# The canonical request's fields, decided the same way (tests/test_cache_key.py checks both).
+# The chat surface's own fields (its routing fields and `orq` block are decided above).
+CHAT_FIELD_DECISIONS: dict[str, str] = {
+    "messages": KEY,  # the final messages, after templating and knowledge injection
+    "max_completion_tokens": KEY,
+    "logprobs": KEY,
+    "top_logprobs": KEY,
+    "response_format": KEY,
+    "tools": KEY,
+    "tool_choice": KEY,
+    "parallel_tool_calls": KEY,
+    "reasoning_effort": KEY,
+    "stream_options": "excluded: whether usage is streamed, not which answer",
+    "metadata": "excluded: tags for the provider's own records, not which answer",
+}
+
+# The canonical request's fields, decided the same way (tests/test_cache_key.py checks all three
+# tables): the key is built from the canonical request, so this is what it really holds.
 CANONICAL_DECISIONS: dict[str, str] = {
     "messages": KEY,
     "prompt": KEY,
     **{name: KEY for name in GENERATION_FIELDS},
     "thinking": KEY,
+    "tools": KEY,
+    "tool_choice": KEY,
+    "parallel_tool_calls": KEY,
+    "response_format": KEY,
+    "logprobs": KEY,
+    "top_logprobs": KEY,
+    "reasoning_effort": KEY,
     "extras": KEY,  # fields outside our schema reach OpenAI-compatible upstreams: they change the answer
+    "metadata": "excluded: see metadata",
     "user": "excluded: see user",
     "stream": "excluded: see stream",
 }
@@ -85,6 +109,6 @@ def cache_key(chat: ChatRequest, *, tenant: str, surface: str, defaults: Mapping
         models=models,
         weights=weights,
         fallbacks=fallbacks,
-        request=msgspec.structs.replace(chat, user=None, stream=False, **unset),
+        request=msgspec.structs.replace(chat, user=None, stream=False, metadata=None, **unset),
     )
     return hashlib.sha256(_encode(key)).hexdigest()

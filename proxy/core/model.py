@@ -40,6 +40,27 @@ class ToolCall(Struct):
     arguments: str  # JSON text, as the model wrote it
 
 
+class ToolSpec(Struct):
+    """A function the model may call."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema, passed on as written
+    strict: bool | None = None
+
+
+class ToolChoice(Struct):
+    type: Literal["none", "auto", "required", "function"]
+    name: str | None = None  # with type "function": the one the model must call
+
+
+class ResponseFormat(Struct):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
 class Message(Struct):
     role: Role
     content: str | list[ContentPart] | None = None
@@ -89,6 +110,14 @@ class ChatRequest(Struct):
     thinking: Thinking | None = None
     user: str | None = None
     stream: bool = False
+    tools: list[ToolSpec] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    reasoning_effort: Literal["none", "instant", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    metadata: dict[str, str] | None = None
     # Fields outside our schema, as the client sent them: passed through to OpenAI-compatible
     # upstreams, refused with a 400 by providers that cannot take them (README, "Parameters").
     extras: dict[str, Any] | None = None
@@ -161,6 +190,7 @@ class Choice(Struct):
     reasoning_signature: str | None = None
     redacted_reasoning: str | None = None
     tool_calls: list[ToolCall] | None = None
+    logprobs: Any = None  # the provider's own logprobs object, passed on as it is
 
 
 class Result(Struct):
@@ -175,6 +205,15 @@ class Result(Struct):
 
 
 # -- streaming --------------------------------------------------------------------------------------------
+class ToolCallDelta(Struct):
+    """A piece of one tool call: the first carries its id and name, later ones more arguments."""
+
+    index: int  # which call of the choice
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class Delta(Struct):
     """One increment of one choice, or (index -1) the usage at the end of a stream."""
 
@@ -183,6 +222,8 @@ class Delta(Struct):
     reasoning: str | None = None
     reasoning_signature: str | None = None
     redacted_reasoning: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    logprobs: Any = None
     finish_reason: FinishReason | None = None  # set on the choice's last delta
     usage: Usage | None = None
 
@@ -202,6 +243,7 @@ def assemble(head: StreamHead, deltas: list[Delta]) -> Result:
     reasoning: dict[int, list[str]] = {}
     signatures: dict[int, str] = {}
     reasons: dict[int, FinishReason] = {}
+    calls: dict[int, dict[int, list[str]]] = {}  # choice → call index → [id, name, arguments...]
     usage: Usage | None = None
     for delta in deltas:
         if delta.usage is not None:
@@ -215,10 +257,17 @@ def assemble(head: StreamHead, deltas: list[Delta]) -> Result:
             signatures[delta.index] = signatures.get(delta.index, "") + delta.reasoning_signature
         if delta.finish_reason is not None:
             reasons[delta.index] = delta.finish_reason
+        for piece in delta.tool_calls or ():
+            call = calls.setdefault(delta.index, {}).setdefault(piece.index, ["", ""])
+            call[0] = piece.id or call[0]
+            call[1] = piece.name or call[1]
+            call.append(piece.arguments)
     choices = [
         Choice(index=i, text="".join(texts[i]), finish_reason=reasons.get(i, "stop"),
                reasoning="".join(reasoning[i]) if i in reasoning else None,
-               reasoning_signature=signatures.get(i))
+               reasoning_signature=signatures.get(i),
+               tool_calls=[ToolCall(c[0], c[1], "".join(c[2:])) for _, c in sorted(calls[i].items())]
+               if i in calls else None)
         for i in sorted(texts)
     ]
     return Result(id=head.id, created=head.created, model=head.model, choices=choices, usage=usage,

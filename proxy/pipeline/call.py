@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from proxy.api.request import CompletionRequest
+from proxy.api.request import RoutedRequest
 from proxy.core.model import ChatRequest, Usage
 from proxy.core.target import Target
 
@@ -28,7 +28,7 @@ class Attempt:
 @dataclass(slots=True)
 class Call:
     request_id: str
-    request: CompletionRequest  # as decoded: the routing fields and the `orq` block
+    request: RoutedRequest  # as the surface decoded it: routing fields and the `orq` block
     chat: ChatRequest  # the canonical request: templating and knowledge edit it, connectors get it
     surface: Surface
     key: ApiKey | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxy.api.request import Cache, CompletionRequest, LoadBalancer, Retry
+from proxy.api.request import Cache, LoadBalancer, Retry, RoutedRequest
 from proxy.config import Config
 from proxy.core.errors import ErrorCode, ProxyError
 from proxy.core.target import Target
@@ -53,7 +53,7 @@ class TargetResolver:
         return target
 
 
-def resolve_route(request: CompletionRequest, resolve: TargetResolver) -> Route:
+def resolve_route(request: RoutedRequest, resolve: TargetResolver) -> Route:
     orq = request.orq
     if orq is None and request.load_balancer is None and not request.fallbacks and request.model:
         # The common request: one model, maybe retry/timeout/cache, nothing to merge.
@@ -93,6 +93,6 @@ def resolve_route(request: CompletionRequest, resolve: TargetResolver) -> Route:
     )
 
 
-def _codes(request: CompletionRequest) -> frozenset[int]:
+def _codes(request: RoutedRequest) -> frozenset[int]:
     codes = request.fallback_on_codes
     return DEFAULT_FALLBACK_CODES if codes is None else frozenset(codes)

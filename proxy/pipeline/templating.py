@@ -18,7 +18,7 @@ import msgspec
 
 from proxy.api.request import InputItem
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError, bad_request
-from proxy.core.model import with_prompt
+from proxy.core.model import Message, TextPart, with_prompt
 from proxy.pipeline.call import Call
 from proxy.pipeline.stage import Next, Outcome
 from proxy.prompts import PromptRegistry
@@ -51,6 +51,17 @@ def render(template: str, values: dict[str, str], param: str) -> str:
     return _PLACEHOLDER.sub(fill, template)
 
 
+def _rendered(message: Message, values: dict[str, str], param: str) -> Message:
+    content = message.content
+    if isinstance(content, str):
+        return msgspec.structs.replace(message, content=render(content, values, param))
+    if isinstance(content, list):
+        parts = [msgspec.structs.replace(part, text=render(part.text, values, param)) if isinstance(part, TextPart)
+                 else part for part in content]
+        return msgspec.structs.replace(message, content=parts)
+    return message
+
+
 class TemplatingStage:
     def __init__(self, prompts: PromptRegistry) -> None:
         self.prompts = prompts
@@ -61,8 +72,12 @@ class TemplatingStage:
             values = input_values(orq.inputs)
             if orq.prompt is not None:
                 self._stored(call, orq.prompt.id, values)
+            elif call.chat.prompt is None:  # a chat: each message's text is a template
+                call.chat = msgspec.structs.replace(
+                    call.chat, messages=[_rendered(m, values, f"messages[{i}].content")
+                                         for i, m in enumerate(call.chat.messages)])
             else:
-                prompt = call.chat.prompt if call.chat.prompt is not None else ""
+                prompt = call.chat.prompt
                 if isinstance(prompt, str):
                     call.chat = with_prompt(call.chat, render(prompt, values, "orq.inputs"))
                 else:
@@ -74,7 +89,10 @@ class TemplatingStage:
         if stored is None:
             raise ProxyError(404, f"Stored prompt {prompt_id!r} not found", type=ErrorType.not_found,
                              param="orq.prompt.id", code=ErrorCode.not_found)
-        own = call.request.prompt
+        own = call.chat.prompt
+        if own is None:
+            raise bad_request("Stored prompts (`orq.prompt`) are text prompts for completions; on chat send the "
+                              "messages themselves", "orq.prompt")
         if own and "prompt" not in {m[1] for m in _PLACEHOLDER.finditer(stored.template)}:
             raise bad_request(f"`prompt` was given but stored prompt {prompt_id!r} has no {{{{prompt}}}} "
                               "placeholder to put it in; send an empty prompt", "prompt")

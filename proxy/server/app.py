@@ -14,6 +14,7 @@ from proxy.server import handlers
 from proxy.server.state import SERVER, Server
 
 COMPLETIONS = "/v2/router/completions"
+CHAT = "/v2/router/chat/completions"
 
 
 def make_app(server: Server, *, with_metrics: bool = True) -> web.Application:
@@ -21,6 +22,12 @@ def make_app(server: Server, *, with_metrics: bool = True) -> web.Application:
     app[SERVER] = server
     routes: dict[str, tuple[str, handlers.Handler]] = {
         COMPLETIONS: ("POST", handlers.completions),
+        CHAT: ("POST", handlers.chat),
+        # OpenAI's paths, so `OpenAI(base_url="http://host:8080/v1")` works as it is.
+        "/v1/completions": ("POST", handlers.completions),
+        "/v1/chat/completions": ("POST", handlers.chat),
+        "/v1/models": ("GET", handlers.models),
+        "/v2/router/models": ("GET", handlers.models),
         "/healthz": ("GET", handlers.healthz),
         "/readyz": ("GET", handlers.readyz),
     }

@@ -10,14 +10,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.api import chat as chat_surface
 from proxy.api import completions as completions_surface
-from proxy.api.decode import decode_request
 from proxy.api.surface import Surface
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.core.model import Result
 from proxy.pipeline.call import Call
 from proxy.pipeline.routing import resolve_route
 from proxy.server import drain, sse
+from proxy.server.models import model_list
 from proxy.server.request_log import log_request
 from proxy.server.state import SERVER
 
@@ -61,6 +62,22 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await handle(request, completions_surface.SURFACE)
 
 
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await handle(request, chat_surface.SURFACE)
+
+
+async def models(request: web.Request) -> web.Response:
+    """The models the calling key may use, in OpenAI's list shape."""
+    rid = request_id(request)
+    runtime = request.app[SERVER].runtime
+    try:
+        key = runtime.keys.authenticate(request.headers.get("Authorization"))
+    except ProxyError as err:
+        return error_response(err, rid)
+    return web.Response(body=model_list(runtime.config, key), content_type="application/json",
+                        headers={"x-request-id": rid})
+
+
 async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
     """The request lifecycle, the same for every surface."""
     server = request.app[SERVER]
@@ -81,10 +98,10 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(limits.max_body_bytes) from None
-        decoded, extras = decode_request(body)
+        decoded, extras = surface.decode(body)
         server.metrics.request_started(stream=decoded.stream)
         counted = True
-        call = Call(rid, decoded, completions_surface.to_canonical(decoded, extras), surface, key=key)
+        call = Call(rid, decoded, surface.to_canonical(decoded, extras), surface, key=key)
         call.deadline = call.started + limits.max_request_seconds
         call.route = resolve_route(decoded, runtime.resolve)
         result = await runtime.pipeline(call)

@@ -75,12 +75,12 @@ class Replayed:
         return None
 
 
-def frames_of(outcome: Result | UpstreamStream[Any], surface: Surface) -> Frames:
+def frames_of(outcome: Result | UpstreamStream[Any], surface: Surface, request: Any) -> Frames:
     if isinstance(outcome, Result):
-        return Replayed(surface.replay(outcome))
+        return Replayed(surface.replay(outcome, request))
     if outcome.passthrough == surface.wire:
         return outcome  # the declared pass-through: already in this surface's format
-    return Rendered(outcome, surface.renderer(outcome.head))
+    return Rendered(outcome, surface.renderer(outcome.head, request))
 
 
 async def _fail(response: web.StreamResponse, call: Call, err: ProxyError) -> None:
@@ -91,7 +91,7 @@ async def _fail(response: web.StreamResponse, call: Call, err: ProxyError) -> No
 
 async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStream[Any],
                 headers: dict[str, str]) -> web.StreamResponse:
-    frames = frames_of(outcome, call.surface)
+    frames = frames_of(outcome, call.surface, call.request)
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
     try:

@@ -13,12 +13,19 @@ from proxy.core.errors import (
     UpstreamError,
     protocol_error,
 )
-from proxy.core.model import ChatRequest, Delta, Result, StreamHead
+from proxy.core.model import ChatRequest, Delta, Message, Result, StreamHead
 from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
 from proxy.providers.http import STREAM_FAILURES, HTTPConnector
 from proxy.providers.openai import wire
-from proxy.providers.openai.params import PARAMS
+from proxy.providers.openai.chat import (
+    ChatDeltaDecoder,
+    WireChat,
+    chat_body,
+    chat_result,
+    decode_chat,
+)
+from proxy.providers.openai.params import LEGACY_CHAT, PARAMS
 from proxy.providers.openai.stream import (
     PASSTHROUGH,
     DeltaDecoder,
@@ -26,6 +33,7 @@ from proxy.providers.openai.stream import (
     collect_frames,
 )
 from proxy.providers.openai.translate import error_from_body, error_in_body, result_of
+from proxy.providers.params import refuse_unsupported
 
 _encode = msgspec.json.Encoder().encode
 _completion_decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
@@ -61,6 +69,7 @@ def request_body(request: ChatRequest, target: Target) -> bytes:
 class OpenAIConnector(HTTPConnector):
     PARAMS = PARAMS
     url: str
+    chat_url: str
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
@@ -71,25 +80,51 @@ class OpenAIConnector(HTTPConnector):
     async def start(self) -> None:
         await super().start()
         assert self.config.base_url is not None
-        self.url = self.config.base_url.rstrip("/") + "/completions"
+        base = self.config.base_url.rstrip("/")
+        self.url = base + "/completions"
+        self.chat_url = base + "/chat/completions"
+
+    def check(self, request: ChatRequest, target: Target) -> None:
+        super().check(request, target)
+        if request.prompt is None and not self.config.chat_endpoint:
+            refuse_unsupported(LEGACY_CHAT, request, self.name)
+
+    def _chat(self, request: ChatRequest) -> bool:
+        """Whether this request goes to /chat/completions (else /completions with a prompt)."""
+        return request.prompt is None and self.config.chat_endpoint
+
+    def _legacy(self, request: ChatRequest, target: Target) -> bytes:
+        if request.prompt is None:  # a chat on a server with only the legacy endpoint
+            request = msgspec.structs.replace(request, prompt=legacy_prompt(request.messages))
+        return request_body(request, target)
 
     async def complete(self, request: ChatRequest, target: Target, ctx: CallContext) -> Result:
-        response = await self.post(self.url, request_body(request, target), target, ctx)
+        chat = self._chat(request)
+        body = chat_body(request, target) if chat else self._legacy(request, target)
+        response = await self.post(self.chat_url if chat else self.url, body, target, ctx)
         raw = await self.read(response, target)
         try:
-            upstream = _completion_decoder.decode(raw)
+            upstream = decode_chat(raw) if chat else _completion_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             raise protocol_error(target.label, str(err)) from None
         if upstream.error is not None:
             raise error_in_body(target, upstream.error)
+        if isinstance(upstream, WireChat):
+            return chat_result(upstream, target)
         return result_of(upstream, target)
 
     async def stream(self, request: ChatRequest, target: Target, ctx: CallContext) -> UpstreamStream[Any]:
-        response = await self.post(self.url, request_body(request, target), target, ctx, stream=True)
+        chat = self._chat(request)
+        body = chat_body(request, target) if chat else self._legacy(request, target)
+        response = await self.post(self.chat_url if chat else self.url, body, target, ctx, stream=True)
         if not response.content_type.startswith("text/event-stream"):
             response.close()
             raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
         limit = self.config.max_event_bytes
+        if chat:
+            chat_decoder = ChatDeltaDecoder(target, limit)
+            return await UpstreamStream.open(self._deltas(response, chat_decoder), response.close,
+                                             lambda: chat_decoder.head or _no_head())
         if ctx.wire == PASSTHROUGH:
             translate = StreamTranslator(target, limit)
             stream: UpstreamStream[Any] = await UpstreamStream.open(
@@ -120,7 +155,8 @@ class OpenAIConnector(HTTPConnector):
             raise self.stream_failure(target, err) from None
         raise protocol_error(target.label, "stream ended without [DONE]")
 
-    async def _deltas(self, response: aiohttp.ClientResponse, decoder: DeltaDecoder) -> AsyncIterator[list[Delta]]:
+    async def _deltas(self, response: aiohttp.ClientResponse,
+                      decoder: DeltaDecoder | ChatDeltaDecoder) -> AsyncIterator[list[Delta]]:
         target = decoder.target
         try:
             async for data in response.content.iter_any():
@@ -132,6 +168,13 @@ class OpenAIConnector(HTTPConnector):
         except STREAM_FAILURES as err:
             raise self.stream_failure(target, err) from None
         raise protocol_error(target.label, "stream ended without [DONE]")
+
+
+def legacy_prompt(messages: list[Message]) -> str:
+    """A chat as one prompt for a server with only `/completions`: each message as `role: text`,
+    then `assistant:` for the model to continue (README, "Providers")."""
+    lines = [f"{message.role}: {message.text()}" for message in messages]
+    return "\n\n".join([*lines, "assistant:"])
 
 
 def _no_head() -> StreamHead:
