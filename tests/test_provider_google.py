@@ -297,6 +297,15 @@ def test_thinking_disabled_is_budget_zero_where_the_model_allows_it(client, goog
     assert "completion_tokens_details" not in r.json()["usage"]
 
 
+@pytest.mark.parametrize("thinking", [{"type": "adaptive"}, {"type": "enabled", "budget_tokens": 1024}],
+                         ids=["adaptive", "enabled"])
+def test_thinking_on_a_model_without_thinking_is_a_400_before_any_call(client, google, thinking):
+    r = post(client, model=f"gem/{OLD}", thinking=thinking)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "thinking" and "'gem'" in r.json()["error"]["message"]
+    assert google.requests == []
+
+
 def test_thinking_budget_must_be_below_max_tokens(client, google):
     r = post(client, max_tokens=1024, thinking={"type": "enabled", "budget_tokens": 1024})
     assert r.status_code == 400 and r.json()["error"]["param"] == "thinking.budget_tokens"
@@ -481,3 +490,10 @@ def test_orq_sdk(proxy, google):
     assert thinking_config(google) is None
     assert google.requests[0].body["generationConfig"]["thinkingConfig"] == {"thinkingBudget": -1,
                                                                             "includeThoughts": True}
+
+
+def test_no_upstream_key_in_the_log(proxy, client, google):
+    post(client, model=f"gembad/{FLASH}")
+    post(client)
+    assert GKEY not in proxy.log() and "AIza-wrong" not in proxy.log()
+    assert "gembad" in proxy.log()  # the log is written, and names the provider instead

@@ -18,7 +18,13 @@ from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
 from proxy.providers.chat import ChatConnector, Part
 from proxy.providers.google import wire
-from proxy.providers.google.params import MAX_CANDIDATES, MAX_STOP_SEQUENCES, PARAMS
+from proxy.providers.google.params import (
+    MAX_CANDIDATES,
+    MAX_STOP_SEQUENCES,
+    NEVER_THINKING,
+    PARAMS,
+    model_family,
+)
 from proxy.providers.google.stream import DeltaDecoder
 from proxy.providers.google.translate import error_from, request_body, result_of
 
@@ -42,6 +48,10 @@ class GoogleConnector(ChatConnector):
 
     def check(self, request: ChatRequest, target: Target) -> None:
         super().check(request, target)
+        thinking = request.thinking
+        if thinking is not None and thinking.type != "disabled" and model_family(target.model, NEVER_THINKING):
+            raise ProxyError(400, f"Provider {self.name!r} cannot honour `thinking` on {target.model}: the model "
+                             "has no thinking", param="thinking", code=ErrorCode.unsupported_parameter)
         if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
             raise ProxyError(400, f"Provider {self.name!r} takes at most {MAX_STOP_SEQUENCES} stop sequences, "
                              f"got {len(request.stop_sequences)}", param="stop", code=ErrorCode.unsupported_parameter)
