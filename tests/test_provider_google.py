@@ -497,3 +497,9 @@ def test_no_upstream_key_in_the_log(proxy, client, google):
     post(client)
     assert GKEY not in proxy.log() and "AIza-wrong" not in proxy.log()
     assert "gembad" in proxy.log()  # the log is written, and names the provider instead
+
+
+def test_a_model_id_with_geminis_models_prefix(client, google):
+    r = post(client, model=f"gem/models/{FLASH}")
+    assert r.status_code == 200, r.text
+    assert google.requests[-1].path == f"/v1beta/models/{FLASH}:generateContent"
