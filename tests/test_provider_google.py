@@ -15,12 +15,15 @@ from orq_ai_sdk import Orq
 
 from proxy.config import ProviderConfig
 from proxy.core.errors import ProxyError
-from proxy.core.model import ChatRequest, Message
+from proxy.core.model import ChatRequest, Message, assemble
 from proxy.core.target import Target
+from proxy.providers.google import wire
 from proxy.providers.google.connector import GoogleConnector
+from proxy.providers.google.stream import DeltaDecoder
+from proxy.providers.google.translate import result_of
 from tests.conftest import KEY_A, proxy_config
 from tests.emulators.base import pieces
-from tests.emulators.google_server import GoogleEmulator, Reply, google_error
+from tests.emulators.google_server import GoogleEmulator, Reply, google_error, responses
 from tests.emulators.openai_server import OpenAIEmulator
 from tests.emulators.openai_server import Reply as OpenAIReply
 from tests.proxy_process import ProxyProcess
@@ -43,7 +46,9 @@ def gemini() -> Iterator[GoogleEmulator]:
 def proxy(emulator: OpenAIEmulator, gemini: GoogleEmulator,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     providers = (f'  gem: {{type: google, base_url: "{gemini.base_url}", api_key: "{GKEY}"}}\n'
-                 f'  gembad: {{type: google, base_url: "{gemini.base_url}", api_key: "AIza-wrong"}}\n')
+                 f'  gembad: {{type: google, base_url: "{gemini.base_url}", api_key: "AIza-wrong"}}\n'
+                 f'  gemslow: {{type: google, base_url: "{gemini.base_url}", api_key: "{GKEY}", '
+                 f'stream_idle_timeout_seconds: 0.5}}\n')
     config = proxy_config(emulator).replace("providers:\n", "providers:\n" + providers, 1)
     process = ProxyProcess(config, tmp_path_factory.mktemp("proxy-google"))
     process.start()
@@ -503,3 +508,39 @@ def test_a_model_id_with_geminis_models_prefix(client, google):
     r = post(client, model=f"gem/models/{FLASH}")
     assert r.status_code == 200, r.text
     assert google.requests[-1].path == f"/v1beta/models/{FLASH}:generateContent"
+
+
+def test_a_silent_stream_is_cut_by_the_idle_timeout(client, google, emulator):
+    emulator.reset()
+    google.script(FLASH, Reply(delay_s=1.5))  # silent before anything: a timeout that may fall back
+    r, chunks, error, done = stream(client, model=f"gemslow/{FLASH}", fallbacks=[{"model": "emu/m"}])
+    assert done and error is None and texts(chunks) == {0: "Hello from the emulator"}
+    assert r.headers["x-switchyard-model"] == "emu/m"
+    google.script(FLASH, Reply(text="one two three", chunks=3, chunk_delay_s=1.5))  # silent after content
+    r, chunks, error, done = stream(client, model=f"gemslow/{FLASH}")
+    assert r.status_code == 200 and not done
+    assert error is not None and error["code"] == "provider_timeout", error
+    assert texts(chunks) == {0: "one "}
+
+
+# -- the translation itself, on what the emulator sends ------------------------------------------------------
+def test_thoughts_and_signatures_become_reasoning_not_text():
+    body = {"contents": [{"role": "user", "parts": [{"text": "q"}]}],
+            "generationConfig": {"candidateCount": 2,
+                                 "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}}}
+    reply = Reply(thinking="deep thought here", text="the answer")
+    target = Target("gem", FLASH)
+    whole = result_of(msgspec.json.decode(json.dumps(responses(reply, body, FLASH, False)[0]),
+                                          type=wire.GenerateContentResponse), target, 2, "rid")
+    decoder = DeltaDecoder(target, 2, "rid")
+    decoder.feed([json.dumps(chunk).encode() for chunk in responses(reply, body, FLASH, True)])
+    decoder.end()
+    assert decoder.head is not None
+    streamed = assemble(decoder.head, decoder.take())
+    for result in (whole, streamed):
+        assert [c.text for c in result.choices] == ["the answer", "the answer"]
+        assert [c.reasoning for c in result.choices] == ["deep thought here"] * 2
+        assert all(c.reasoning_signature for c in result.choices)
+        assert result.choices[0].reasoning_signature != result.choices[1].reasoning_signature
+        assert result.usage is not None and result.usage.reasoning_tokens == 6
+        assert (result.usage.completion_tokens, result.usage.total_tokens) == (10, 11)
