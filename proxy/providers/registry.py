@@ -20,6 +20,7 @@ class ProviderType(NamedTuple):
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
     "openai": ProviderType("proxy.providers.openai.connector", "https://api.openai.com/v1"),
+    "google": ProviderType("proxy.providers.google.connector", "https://generativelanguage.googleapis.com"),
 }
 
 
