@@ -32,7 +32,7 @@ _CLOSE_SECONDS = 2.0
 
 
 def describe(config: Config) -> dict[str, str]:
-    return {name: f"{p.type} {p.base_url}" for name, p in config.providers.items()}
+    return {name: f"{p.type} {p.base_url or p.model_path or p.model_package}" for name, p in config.providers.items()}
 
 
 async def serve_forever(config: Config, *, reuse_port: bool = False,
