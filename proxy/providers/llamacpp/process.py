@@ -93,6 +93,7 @@ class ManagedServer:
         self.model = ""
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.ready = False  # answering /health; False while it (re)starts
         self.started_at = 0.0
         self.users = 0  # connectors holding it (POOL)
         self._tail: deque[str] = deque(maxlen=_TAIL)
@@ -110,7 +111,7 @@ class ManagedServer:
 
     def status(self) -> dict[str, object]:
         pid = self.pid
-        return {"pid": pid, "up": pid is not None, "port": self.port, "restarts": self.restarts,
+        return {"pid": pid, "up": pid is not None and self.ready, "port": self.port, "restarts": self.restarts,
                 "rss_bytes": rss_bytes(pid) if pid else None}
 
     # ------------------------------------------------------------------ start
@@ -142,6 +143,7 @@ class ManagedServer:
         env = {**os.environ, launcher.KEY_ENV: self.key,
                "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
         self._tail.clear()
+        self.ready = False
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy.providers.llamacpp.launcher", "--model", self.model,
             "--port", str(self.port), "--threads", str(spec.threads), "--context", str(spec.context),
@@ -156,6 +158,7 @@ class ManagedServer:
             await self._kill()
             raise
         self.started_at = time.monotonic()
+        self.ready = True
         rss = rss_bytes(self.process.pid)
         self.logger.info(
             "llama.cpp server ready", pid=self.process.pid, url=self.base_url, model=self.model,
