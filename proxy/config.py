@@ -28,6 +28,11 @@ class ConfigError(Exception):
     pass
 
 
+class StartupError(RuntimeError):
+    """A provider that cannot start (e.g. a model server that does not come up): the process
+    reports it in one line and exits 1, like a port that is taken."""
+
+
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Config structs refuse unknown keys: a typo in a config file should not pass silently."""
 

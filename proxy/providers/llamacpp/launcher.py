@@ -13,9 +13,11 @@ import argparse
 import ctypes
 import os
 import signal
+import socket
 import sys
 
 KEY_ENV = "SWITCHYARD_LLAMA_KEY"
+EXIT_PORT_TAKEN = 98  # EADDRINUSE: the proxy draws another port instead of reporting a failure
 _PR_SET_PDEATHSIG = 1
 
 
@@ -27,6 +29,17 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Checked before loading the model: llama.cpp reports a taken port like any other failure."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as llama.cpp's own bind does
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parent:
         _die_with_parent(args.parent)
+    if not _port_free(args.host, args.port):
+        print(f"switchyard-llamacpp: {args.host}:{args.port} is taken", file=sys.stderr, flush=True)
+        return EXIT_PORT_TAKEN
 
     import xllamacpp  # only here: the proxy process never loads llama.cpp
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from proxy.config import StartupError
 from proxy.observability.logging import get_logger
 from proxy.providers.llamacpp import launcher
 from proxy.providers.llamacpp.model import assemble_package
@@ -38,7 +39,11 @@ _TAIL = 40  # lines of the child's output kept for error messages
 _ROOT = str(Path(__file__).resolve().parents[3])  # the folder holding the `proxy` package
 
 
-class LaunchError(RuntimeError):
+class LaunchError(StartupError):
+    pass
+
+
+class PortTaken(LaunchError):
     pass
 
 
@@ -124,18 +129,16 @@ class ManagedServer:
             self.model = str(await asyncio.to_thread(assemble_package, self.spec.model_package))
             self.logger.info("local model ready", model=self.model, package=self.spec.model_package,
                              seconds=round(time.monotonic() - began, 3))
-        last: LaunchError | None = None
-        for _ in range(3):  # a port taken between the probe and the child's bind: draw another
+        for attempt in range(3):  # a port taken between the probe and the child's bind: draw another
             self.port = _private_port()
             try:
                 await self._launch()
-            except LaunchError as err:
-                last = err
+            except PortTaken:
+                if attempt == 2:
+                    raise
                 continue
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
             return
-        assert last is not None
-        raise last
 
     async def _launch(self) -> None:
         spec = self.spec
@@ -173,7 +176,8 @@ class ManagedServer:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 if process.returncode is not None:
-                    raise LaunchError(self._failure(f"exited with {process.returncode} while starting"))
+                    error = PortTaken if process.returncode == launcher.EXIT_PORT_TAKEN else LaunchError
+                    raise error(self._failure(f"exited with {process.returncode} while starting"))
                 try:
                     async with session.get(url) as response:
                         if response.status == 200:
