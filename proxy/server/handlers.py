@@ -17,6 +17,7 @@ from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.core.model import Result
 from proxy.pipeline.call import Call
 from proxy.pipeline.routing import resolve_route
+from proxy.providers.llamacpp.process import managed_servers
 from proxy.server import drain, sse
 from proxy.server.models import model_list
 from proxy.server.request_log import log_request
@@ -143,7 +144,11 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"}, headers={"x-request-id": request_id(request)})
+    body: dict[str, object] = {"status": "ok"}
+    managed = managed_servers()
+    if managed:  # model servers this process runs (type llamacpp): pid, up, restarts, memory
+        body["managed"] = managed
+    return web.json_response(body, headers={"x-request-id": request_id(request)})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from proxy.config import Config
+from proxy.config import Config, StartupError
 from proxy.observability.logging import configure_logging, flush_logs, get_logger
 from proxy.observability.metrics import Metrics
 from proxy.runtime import Runtime
@@ -32,7 +32,7 @@ _CLOSE_SECONDS = 2.0
 
 
 def describe(config: Config) -> dict[str, str]:
-    return {name: f"{p.type} {p.base_url}" for name, p in config.providers.items()}
+    return {name: f"{p.type} {p.base_url or p.model_path or p.model_package}" for name, p in config.providers.items()}
 
 
 async def serve_forever(config: Config, *, reuse_port: bool = False,
@@ -144,6 +144,9 @@ def run_worker(config: Config, *, reuse_port: bool = False,
         uvloop.run(serve_forever(config, reuse_port=reuse_port, on_ready=on_ready))
     except OSError as err:  # typically the port is taken: one line, not a traceback
         get_logger().error(f"cannot serve: {err}", host=config.server.host, port=config.server.port)
+        return 1
+    except StartupError as err:
+        get_logger().error(f"cannot start: {err}")
         return 1
     finally:
         ignore_stop_signals()

@@ -36,4 +36,13 @@ PARAMS: ParamTable = {
     "user": Drop("generateContent has no end-user field"),
     "stream": Send(":streamGenerateContent?alt=sse"),
     "extras": Refuse("Gemini is not OpenAI-compatible: a field outside the schema has no meaning there"),
+    # Chat fields not mapped to Gemini yet: refused by name rather than silently dropped.
+    "tools": Refuse("function calling is not mapped for Gemini yet"),
+    "tool_choice": Refuse("function calling is not mapped for Gemini yet"),
+    "parallel_tool_calls": Refuse("function calling is not mapped for Gemini yet"),
+    "response_format": Refuse("structured output is not mapped for Gemini yet", when=lambda f: f.type != "text"),
+    "logprobs": Refuse("log probabilities are not mapped for Gemini yet", when=bool),
+    "top_logprobs": Refuse("log probabilities are not mapped for Gemini yet"),
+    "reasoning_effort": Refuse("use `thinking` with Gemini", when=lambda effort: effort != "none"),
+    "metadata": Drop("generateContent has no request metadata"),
 }

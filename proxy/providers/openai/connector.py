@@ -86,12 +86,12 @@ class OpenAIConnector(HTTPConnector):
 
     def check(self, request: ChatRequest, target: Target) -> None:
         super().check(request, target)
-        if request.prompt is None and not self.config.chat_endpoint:
+        if request.prompt is None and self.config.chat_endpoint is False:
             refuse_unsupported(LEGACY_CHAT, request, self.name)
 
     def _chat(self, request: ChatRequest) -> bool:
         """Whether this request goes to /chat/completions (else /completions with a prompt)."""
-        return request.prompt is None and self.config.chat_endpoint
+        return request.prompt is None and self.config.chat_endpoint is not False
 
     def _legacy(self, request: ChatRequest, target: Target) -> bytes:
         if request.prompt is None:  # a chat on a server with only the legacy endpoint
