@@ -210,8 +210,6 @@ def test_fields_outside_our_schema_reach_llamacpp(client: httpx.Client) -> None:
     assert text(temperature=1.0, seed=8, min_p=1.0) == greedy  # only the most likely token passes
 
 
-@pytest.mark.xfail(strict=False, reason="logprobs reach llama.cpp, but the answer's logprobs are not relayed "
-                                        "yet: the core's result has no place for them")
 def test_logprobs_pass_through(client: httpx.Client) -> None:
     response = client.post("/v2/router/completions",
                            json={"model": MODEL, "prompt": PROMPT, "max_tokens": 2, "temperature": 0, "logprobs": 2})

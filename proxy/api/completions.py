@@ -60,7 +60,7 @@ def to_canonical(request: CompletionRequest, extras: dict[str, Any] | None) -> C
 def completion_of(result: Result) -> Completion:
     return Completion(
         id=result.id,
-        choices=[Choice(c.text, c.index, c.finish_reason) for c in result.choices],
+        choices=[Choice(c.text, c.index, c.finish_reason, c.logprobs) for c in result.choices],
         created=result.created,
         model=result.model,
         object=OBJECT,
@@ -114,7 +114,7 @@ class DeltaRenderer:
             if self.held is not None:
                 out += frame(encoder.encode(self.held))
                 self.held = None
-            chunk = self._chunk([Choice(delta.text, delta.index, delta.finish_reason or "stop")])
+            chunk = self._chunk([Choice(delta.text, delta.index, delta.finish_reason or "stop", delta.logprobs)])
             if delta.finish_reason is not None:
                 self.held = chunk
             else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from proxy.core.model import FINISH_REASONS, FinishReason, Usage
@@ -9,10 +11,11 @@ from proxy.core.model import FINISH_REASONS, FinishReason, Usage
 __all__ = ["FINISH_REASONS", "Choice", "Completion", "FinishReason", "Usage", "encoder"]
 
 
-class Choice(msgspec.Struct):
+class Choice(msgspec.Struct, omit_defaults=True):
     text: str
     index: int
     finish_reason: FinishReason
+    logprobs: Any = None  # the provider's, when the client asked for them (an OpenAI-compatible extra)
 
 
 class Completion(msgspec.Struct, omit_defaults=True):

@@ -91,7 +91,7 @@ def _chunk_of(upstream: wire.UpstreamCompletion, target: Target) -> Completion:
     """A parsed chunk in the spec's shape, the fields a sloppy server left out filled in."""
     return Completion(
         id=upstream.id,
-        choices=[Choice(c.text, c.index, finish_reason(c.finish_reason)) for c in upstream.choices],
+        choices=[Choice(c.text, c.index, finish_reason(c.finish_reason), c.logprobs) for c in upstream.choices],
         created=upstream.created or int(time.time()),
         model=upstream.model or target.model,
         object="text_completion",

@@ -28,8 +28,8 @@ def result_of(upstream: wire.UpstreamCompletion, target: Target) -> Result:
         id=upstream.id,
         created=upstream.created,
         model=upstream.model or target.model,
-        choices=[Choice(index=c.index, text=c.text, finish_reason=finish_reason(c.finish_reason))
-                 for c in upstream.choices],
+        choices=[Choice(index=c.index, text=c.text, finish_reason=finish_reason(c.finish_reason),
+                        logprobs=c.logprobs) for c in upstream.choices],
         usage=upstream.usage,
         system_fingerprint=upstream.system_fingerprint,
     )
@@ -37,7 +37,7 @@ def result_of(upstream: wire.UpstreamCompletion, target: Target) -> Result:
 
 def deltas_of(chunk: wire.UpstreamCompletion) -> list[Delta]:
     """One stream chunk as deltas; a usage-only chunk becomes the usage delta (index -1)."""
-    deltas = [Delta(index=c.index, text=c.text,
+    deltas = [Delta(index=c.index, text=c.text, logprobs=c.logprobs,
                     finish_reason=finish_reason(c.finish_reason) if c.finish_reason is not None else None)
               for c in chunk.choices]
     if chunk.usage is not None:

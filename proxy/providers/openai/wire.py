@@ -34,6 +34,7 @@ class UpstreamChoice(msgspec.Struct):
     text: str = ""
     index: int = 0
     finish_reason: str | None = None
+    logprobs: Any = None
 
 
 class UpstreamErrorBody(msgspec.Struct):
