@@ -1,60 +1,35 @@
-"""Loopback emulator of OpenAI's legacy ``POST /v1/completions`` wire format.
+"""Loopback emulator of OpenAI's ``POST /v1/completions`` and ``POST /v1/chat/completions``.
 
-The server machinery (threading, scripts, records, disconnects) lives in `base`;
-every public method is safe to call from the test thread.
+The server machinery (threading, scripts, records, disconnects) lives in `base`; the chat
+wire format in `openai_chat` (answers) and `openai_chat_check` (request checks). Every
+public method is safe to call from the test thread.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from tests.emulators import openai_chat
 from tests.emulators.base import (
     Emulator,
-    Fault,
     Recorded,
     dumps,
     json_response,
     pieces,
     sleep_polling,
 )
+from tests.emulators.openai_chat_check import check
+from tests.emulators.openai_wire import BadRequest, Reply, openai_error
 
-__all__ = ["OpenAIEmulator", "Recorded", "Reply", "openai_error"]
+__all__ = ["BadRequest", "OpenAIEmulator", "Recorded", "Reply", "openai_error"]
 
-_INVALID = "invalid_request_error"
-# status -> (type, code, message) as the real API answers; other 4xx/5xx use 400/500.
-_ERRORS: dict[int, tuple[str, str | None, str]] = {
-    400: (_INVALID, None, "Invalid request (emulated)."),
-    401: (_INVALID, "invalid_api_key", "Incorrect API key provided."),
-    404: (_INVALID, "model_not_found", "The model `{model}` does not exist."),
-    429: ("requests", "rate_limit_exceeded", "Rate limit reached for {model}."),
-    500: ("server_error", None, "The server had an error processing your request."),
-    503: ("server_error", None, "The server is overloaded or not ready yet."),
-}
-
-
-@dataclass
-class Reply(Fault):
-    """One scripted answer; the stream-only fields are ignored for non-stream calls."""
-
-    text: str = "Hello from the emulator"
-    chunks: int = 4
-    crlf: bool = False
-    comments: bool = False
-    finish_reason: str = "stop"
-    prompt_tokens: int = 5
-    completion_tokens: int = 7
-
-
-def openai_error(status: int, model: str | None = None, message: str = "") -> dict:
-    """OpenAI's error envelope with the type and code the real API uses for `status`."""
-    type_, code, default = _ERRORS.get(status) or _ERRORS[500 if status >= 500 else 400]
-    text = message or default.format(model=model)
-    return {"error": {"message": text, "type": type_, "param": None, "code": code}}
+Build = Callable[[Reply, dict, str], dict]
+Events = Callable[[Reply, dict, str], tuple[list[bytes], bool]]
 
 
 def _prompts(prompt: Any) -> list[str]:
@@ -155,12 +130,19 @@ class OpenAIEmulator(Emulator[Reply]):
     reply_type = Reply
     name = "openai"
 
+    def __init__(self, api_key: str | None = None, allow_unknown_fields: bool = False) -> None:
+        super().__init__(api_key)
+        # The real API refuses chat fields it does not know; OpenAI-compatible servers
+        # (vLLM, LiteLLM...) take them, which is what this switch emulates.
+        self.allow_unknown_fields = allow_unknown_fields
+
     @property
     def base_url(self) -> str:
         return f"{self.origin}/v1"
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
 
@@ -199,21 +181,54 @@ class OpenAIEmulator(Emulator[Reply]):
             message = "you must provide a model parameter"
             return _json(400, openai_error(400, message=message))
         reply = self.next_reply(model)
-        return await self.guarded(self._answer(request, reply, body, model, started))
+        work = self._answer(request, reply, body, model, started, _completion, _sse_events)
+        return await self.guarded(work)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        body = await self.record(request)
+        if not self._authorized(request):
+            return _json(401, openai_error(401))
+        if body is None:
+            message = "We could not parse the JSON body of your request."
+            return _json(400, openai_error(400, message=message))
+        model = body.get("model")
+        try:
+            if model is None:
+                raise BadRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+            if not isinstance(model, str):
+                message = "Invalid type for 'model': expected a string."
+                raise BadRequest(message, "model", "invalid_type")
+            # Checked before the script, so a refused request does not consume a reply.
+            check(body, model, self.allow_unknown_fields)
+        except BadRequest as exc:
+            return _json(400, exc.body())
+        reply = self.next_reply(model)
+        work = self._answer(
+            request, reply, body, model, started, openai_chat.completion, openai_chat.sse_events
+        )
+        return await self.guarded(work)
 
     async def _answer(
-        self, request: web.Request, reply: Reply, body: dict, model: str, started: float
+        self,
+        request: web.Request,
+        reply: Reply,
+        body: dict,
+        model: str,
+        started: float,
+        build: Build,
+        events_of: Events,
     ) -> web.StreamResponse:
         await sleep_polling(request, reply.delay_s)
         if reply.status >= 400 and reply.raw_body is None:
             error = reply.error_body or openai_error(reply.status, model)
             return _json(reply.status, error, reply.headers)
         if body.get("stream"):
-            events, cut = _sse_events(reply, body, model)
+            events, cut = events_of(reply, body, model)
             headers = {"x-request-id": f"req_{secrets.token_hex(16)}"}
             return await self.send_stream(request, reply, events, cut, headers)
         ms = int((time.monotonic() - started) * 1000)
         extra = {"openai-processing-ms": str(ms), **reply.headers}
         raw = reply.raw_body
-        payload = _completion(reply, body, model) if raw is None else raw
+        payload = build(reply, body, model) if raw is None else raw
         return _json(reply.status, payload, extra)
