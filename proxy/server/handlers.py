@@ -139,7 +139,7 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
     finally:
         if tracker is not None:
             tracker.leave(task)
-        server.metrics.request_done(call, status, counted)
+        server.metrics.request_done(call, status, counted, surface.name)
         log_request(server.logger, rid, call, status, request.path)
 
 

@@ -24,8 +24,9 @@ class RequestEvent(msgspec.Struct, omit_defaults=True):
     level: str
     timestamp: str
     request_id: str
-    route: str
+    route: str  # the surface (`completions`, `chat`), or the path for a request refused before one
     status: int
+    path: str | None = None
     key: str | None = None
     requested_model: str | None = None
     served_model: str | None = None
@@ -67,6 +68,7 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
     event = RequestEvent("request", "error" if status >= 500 else "info", "", request_id, path, status)
     if call is None:
         return event
+    event.route, event.path = call.route_name, path
     request = call.request
     duration = time.perf_counter() - call.started
     event.key = call.key.name if call.key else None

@@ -15,14 +15,14 @@ class RequestMetrics:
     def request_started(self, stream: bool) -> None:
         self.metrics.request_started(stream=stream)
 
-    def request_done(self, call: Call | None, status: int, counted: bool) -> None:
+    def request_done(self, call: Call | None, status: int, counted: bool, route: str = "completions") -> None:
         """`counted`: request_started ran (the body was decoded); gauges must come back to zero."""
         metrics = self.metrics
         if not counted:  # refused before decoding (auth, body): counted as a request, never in flight
             metrics.request_started(stream=False)
         stream = call.request.stream if call is not None and counted else False
         if call is None:
-            metrics.request_finished(route="completions", provider="none", model="none", status=status,
+            metrics.request_finished(route=route, provider="none", model="none", status=status,
                                      cache="none", stream=stream, duration_s=0.0, overhead_s=0.0)
             return
         duration = time.perf_counter() - call.started
