@@ -224,3 +224,17 @@ def test_models_listed_per_key(chat_proxy):
     assert ids(KEY_B) == {"emu/allowed-a"}  # team-b may use only emu/allowed-*
     r = httpx.get(chat_proxy.url + "/v2/router/models")
     assert r.status_code == 401
+
+
+@pytest.mark.parametrize(("effort", "budget"), [("low", 2048), ("high", 16384), ("none", 0)])
+def test_reasoning_effort_maps_to_a_gemini_thinking_budget(http, google, effort, budget):
+    r = http.post("/v1/chat/completions", json={"model": "gem/gemini-2.5-flash", "reasoning_effort": effort,
+                                                "messages": [{"role": "user", "content": "think"}]})
+    assert r.status_code == 200, r.text
+    config = google.requests[-1].body["generationConfig"]["thinkingConfig"]
+    assert config["thinkingBudget"] == budget
+    message = r.json()["choices"][0]["message"]
+    assert message["content"] == "Echo: think"
+    if budget:
+        assert message.get("reasoning"), "thought text travels as reasoning, never as content"
+        assert r.json()["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0

@@ -17,6 +17,7 @@ from proxy.core.model import ChatRequest, Delta, Result, StreamHead
 from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
 from proxy.providers.chat import ChatConnector, Part
+from proxy.providers.effort import thinking_for
 from proxy.providers.google import wire
 from proxy.providers.google.params import (
     MAX_CANDIDATES,
@@ -48,10 +49,11 @@ class GoogleConnector(ChatConnector):
 
     def check(self, request: ChatRequest, target: Target) -> None:
         super().check(request, target)
-        thinking = request.thinking
+        thinking = thinking_for(request)
         if thinking is not None and thinking.type != "disabled" and model_family(target.model, NEVER_THINKING):
-            raise ProxyError(400, f"Provider {self.name!r} cannot honour `thinking` on {target.model}: the model "
-                             "has no thinking", param="thinking", code=ErrorCode.unsupported_parameter)
+            param = "thinking" if request.thinking is not None else "reasoning_effort"
+            raise ProxyError(400, f"Provider {self.name!r} cannot honour `{param}` on {target.model}: the model "
+                             "has no thinking", param=param, code=ErrorCode.unsupported_parameter)
         if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
             raise ProxyError(400, f"Provider {self.name!r} takes at most {MAX_STOP_SEQUENCES} stop sequences, "
                              f"got {len(request.stop_sequences)}", param="stop", code=ErrorCode.unsupported_parameter)

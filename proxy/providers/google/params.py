@@ -43,6 +43,6 @@ PARAMS: ParamTable = {
     "response_format": Refuse("structured output is not mapped for Gemini yet", when=lambda f: f.type != "text"),
     "logprobs": Refuse("log probabilities are not mapped for Gemini yet", when=bool),
     "top_logprobs": Refuse("log probabilities are not mapped for Gemini yet"),
-    "reasoning_effort": Refuse("use `thinking` with Gemini", when=lambda effort: effort != "none"),
+    "reasoning_effort": Send("generationConfig.thinkingConfig (proxy.providers.effort's table; `thinking` wins)"),
     "metadata": Drop("generateContent has no request metadata"),
 }

@@ -20,6 +20,7 @@ from proxy.core.model import (
     Usage,
 )
 from proxy.core.target import Target
+from proxy.providers.effort import thinking_for
 from proxy.providers.google import wire
 from proxy.providers.google.params import (
     ALWAYS_THINKING,
@@ -85,7 +86,7 @@ def request_body(request: ChatRequest, target: Target) -> bytes:
         seed=request.seed,
         presence_penalty=request.presence_penalty or None,  # 0 is the default: not sent
         frequency_penalty=request.frequency_penalty or None,
-        thinking_config=thinking_config(request.thinking, target.model),
+        thinking_config=thinking_config(thinking_for(request), target.model),
     )
     empty = config == wire.GenerationConfig()
     return _encode(wire.GenerateContentRequest(contents, system, None if empty else config))
