@@ -13,7 +13,7 @@ from proxy.config import ProviderConfig
 from proxy.core.model import ChatRequest, Result
 from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
-from proxy.providers.params import ParamTable, refuse_unsupported
+from proxy.providers.params import ParamTable, refusals, refuse_unsupported
 
 
 class Connector:
@@ -24,6 +24,7 @@ class Connector:
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.config = config
+        self._refusals = refusals(self.PARAMS)  # once: the per-request check looks only at these
 
     async def start(self) -> None:
         """Open pooled connections; called inside the running event loop."""
@@ -33,7 +34,7 @@ class Connector:
 
     def check(self, request: ChatRequest, target: Target) -> None:
         """Refuse, before any upstream call, what this provider cannot honour (a 400)."""
-        refuse_unsupported(self.PARAMS, request, self.name)
+        refuse_unsupported(self._refusals, request, self.name)
 
     async def complete(self, request: ChatRequest, target: Target, ctx: CallContext) -> Result:
         raise NotImplementedError

@@ -68,11 +68,16 @@ def undecided(table: ParamTable) -> list[str]:
     return [name for name in REQUEST_FIELDS if name not in table]
 
 
-def refuse_unsupported(table: ParamTable, request: ChatRequest, provider: str,
+def refusals(table: ParamTable) -> list[tuple[str, Refuse]]:
+    """The table's refusals alone: what a check per request has to look at."""
+    return [(name, decision) for name, decision in table.items() if isinstance(decision, Refuse)]
+
+
+def refuse_unsupported(table: ParamTable | list[tuple[str, Refuse]], request: ChatRequest, provider: str,
                        params: Mapping[str, str] | None = None) -> None:
     """Raise a 400 naming the first field `provider` cannot honour. `params` maps canonical
     names to the surface's JSON paths (`stop` → `stop`, an extra `logprobs` → `logprobs`)."""
-    for name, decision in table.items():
+    for name, decision in table.items() if isinstance(table, Mapping) else table:
         if isinstance(decision, Refuse) and is_set(request, name):
             value = getattr(request, name)
             if decision.when is None or decision.when(value):
