@@ -341,6 +341,16 @@ def test_overloaded_event_before_content_is_retried_invisibly(client, ant):
     assert len(ant.requests) == 2
 
 
+def test_error_while_thinking_is_still_retried_invisibly(client, ant):
+    """Thinking deltas come before the answer; the completions surface shows none of them, so
+    the stream is not committed until the first answer text and a failure in between retries."""
+    ant.script(M, Reply(chunks=3, error_event_after_chunks=2), Reply())
+    r, chunks, error, done = stream(client, max_tokens=2000, thinking={"type": "enabled", "budget_tokens": 1024},
+                                    retry={"count": 1, "on_codes": [503]})
+    assert r.status_code == 200 and done and error is None and texts(chunks) == {0: ANSWER}
+    assert len(ant.requests) == 2
+
+
 def test_overloaded_event_before_content_is_a_json_503(client, ant):
     ant.script(M, Reply(error_event_after_chunks=0))
     r, _chunks, _error, _done = stream(client, max_tokens=50)
