@@ -453,3 +453,46 @@ def test_orq_sdk(proxy, ant):
     first, second = sent(ant)
     assert "temperature" not in first and "top_p" not in first and first["max_tokens"] == 16
     assert second["thinking"] == {"type": "adaptive"}
+
+
+# -- the chat surface -------------------------------------------------------------------------------------------
+CHAT = "/v2/router/chat/completions"
+TURNS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"},
+         {"role": "assistant", "content": "hi"}, {"role": "user", "content": PROMPT}]
+
+
+def test_chat_turns_system_and_default_max_tokens(client, ant):
+    r = client.post(CHAT, json={"model": f"ant/{M}", "messages": TURNS,
+                                "thinking": {"type": "enabled", "budget_tokens": 1024}})
+    assert r.status_code == 200, r.text
+    message = r.json()["choices"][0]["message"]
+    assert message["content"] == ANSWER
+    assert message["reasoning"] == f"Thinking about: {PROMPT}" and message["reasoning_signature"]
+    body = sent(ant)[0]
+    # No spec default for a chat's max_tokens: 4096, so a budget of 1024 fits without one.
+    assert body["max_tokens"] == 4096 and body["system"] == "be brief"
+    assert body["messages"] == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
+                                {"role": "user", "content": PROMPT}]
+
+
+def test_chat_stream_relays_reasoning_before_the_answer(client, ant):
+    ant.script(M, Reply(chunks=2))
+    with client.stream("POST", CHAT, json={"model": f"ant/{M}", "messages": TURNS[1:2], "stream": True,
+                                           "max_tokens": 2000, "thinking": {"type": "adaptive"}}) as r:
+        raw = r.read().decode()
+    assert r.status_code == 200, raw
+    events = [json.loads(e[len("data: "):]) for e in raw.split("\n\n") if e and e != "data: [DONE]"]
+    deltas = [c["choices"][0]["delta"] for c in events if c.get("choices")]
+    reasoning = "".join(d.get("reasoning") or "" for d in deltas)
+    content = "".join(d.get("content") or "" for d in deltas)
+    assert reasoning == "Thinking about: hello" and content == "Echo: hello"
+    first_reasoning = next(i for i, d in enumerate(deltas) if d.get("reasoning"))
+    first_content = next(i for i, d in enumerate(deltas) if d.get("content"))
+    assert first_reasoning < first_content
+
+
+def test_chat_tools_are_refused_until_mapped(client, ant):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    r = client.post(CHAT, json={"model": f"ant/{M}", "messages": TURNS[1:2], "tools": [tool]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+    assert ant.requests == []

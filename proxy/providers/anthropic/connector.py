@@ -24,7 +24,7 @@ from proxy.providers.anthropic.params import (
     PARAMS,
     refusal,
 )
-from proxy.providers.anthropic.stream import DeltaDecoder
+from proxy.providers.anthropic.stream import NO_REASONING_WIRES, DeltaDecoder
 from proxy.providers.anthropic.translate import error_from, result_of, to_wire
 from proxy.providers.chat import ChatConnector
 
@@ -88,7 +88,7 @@ class AnthropicConnector(ChatConnector):
 
     async def stream_one(self, request: ChatRequest, target: Target, ctx: CallContext) -> UpstreamStream[Any]:
         response = await self.post(self.url, self._body(request, target), target, ctx, stream=True)
-        decoder = DeltaDecoder(target)
+        decoder = DeltaDecoder(target, reasoning_is_content=ctx.wire not in NO_REASONING_WIRES)
         return await UpstreamStream.open(self._deltas(response, decoder), response.close,
                                          lambda: decoder.head or StreamHead("", 0, target.model))
 

@@ -16,9 +16,11 @@ from proxy.core.model import ChatRequest
 from proxy.providers.params import ByProxy, Drop, ParamTable, Refuse, Send, is_set
 
 DEFAULT_VERSION = "2023-06-01"
-# The completions spec's own default for `max_tokens`: Anthropic requires the field, and the
-# cache keys an omitted `max_tokens` and `max_tokens: 16` alike, so both must mean the same here.
-DEFAULT_MAX_TOKENS = 16
+# Anthropic requires `max_tokens`. Omitted in a legacy completion it is the completions spec's own
+# default, 16 (the cache keys an omitted `max_tokens` and `16` alike, so both must mean the same);
+# omitted in a chat request (no spec default: "as long as the model likes") it is 4096.
+COMPLETION_MAX_TOKENS = 16
+CHAT_MAX_TOKENS = 4096
 MIN_THINKING_BUDGET = 1024
 # API version from which temperature, top_p and top_k are gone from the Messages API.
 SAMPLING_REMOVED_IN = "2026-10-21"
@@ -51,7 +53,23 @@ PARAMS: ParamTable = {
     "stream": Send("stream"),
     "extras": Refuse("fields outside the schema are OpenAI's; Anthropic's Messages API does not take them",
                      when=_other_extras),
+    # Chat fields not mapped to Anthropic yet: refused by name rather than silently lost.
+    "tools": Refuse("tool use is not mapped for Anthropic yet"),
+    "tool_choice": Refuse("tool use is not mapped for Anthropic yet"),
+    "parallel_tool_calls": Refuse("tool use is not mapped for Anthropic yet"),
+    "response_format": Refuse("structured output is not mapped for Anthropic yet", when=lambda f: f.type != "text"),
+    "logprobs": Refuse("Anthropic returns no log probabilities", when=bool),
+    "top_logprobs": Refuse("Anthropic returns no log probabilities"),
+    "reasoning_effort": Refuse("use `thinking` with Anthropic", when=lambda effort: effort != "none"),
+    "metadata": Drop("Anthropic's metadata takes only user_id, which `user` fills"),
 }
+
+
+def max_tokens_of(request: ChatRequest) -> int:
+    """What is sent as `max_tokens`: the request's, else the default for its kind (above)."""
+    if request.max_tokens is not None:
+        return request.max_tokens
+    return COMPLETION_MAX_TOKENS if request.prompt is not None else CHAT_MAX_TOKENS
 
 
 def thinking_on(request: ChatRequest) -> bool:
@@ -92,10 +110,10 @@ RULES: tuple[Rule, ...] = (
     Rule("top_p", "refuse", "with thinking on, Anthropic takes a top_p of 0.95 or more only",
          lambda r, m, v: thinking_on(r) and r.top_p is not None and r.top_p < 0.95),
     Rule("thinking.budget_tokens", "refuse",
-         f"must be at least {MIN_THINKING_BUDGET} and less than `max_tokens` "
-         f"({DEFAULT_MAX_TOKENS}, the spec's default, when omitted)",
+         f"must be at least {MIN_THINKING_BUDGET} and less than `max_tokens` (when omitted: "
+         f"{COMPLETION_MAX_TOKENS}, the spec's default, for a completion; {CHAT_MAX_TOKENS} for a chat)",
          lambda r, m, v: (budget := _budget(r)) is not None
-         and not MIN_THINKING_BUDGET <= budget < (r.max_tokens or DEFAULT_MAX_TOKENS)),
+         and not MIN_THINKING_BUDGET <= budget < max_tokens_of(r)),
 )
 
 

@@ -5,9 +5,10 @@ Event order: `message_start`, then per content block `content_block_start`,
 `message_stop`; `ping` anywhere. An `error` event can arrive after HTTP 200, and then the stream
 ends without `message_stop`. `message_delta.usage` is cumulative: it is assigned, never added.
 
-Nothing is handed out before the first answer text (or the finish): thinking arrives first and is
+Nothing is handed out before the first content. For a surface that shows no reasoning (the
+completions surface) that is the first answer text or the finish: thinking arrives first and is
 held until then, so a failure while the model thinks is still an exception that retry and
-fallback can act on (the completions surface shows no reasoning anyway).
+fallback can act on. For a surface that shows reasoning (chat) the thinking is content itself.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from proxy.providers.anthropic import wire
 from proxy.providers.anthropic.translate import error_event, finish_reason, usage_of
 
 _decoder = msgspec.json.Decoder(wire.Event)
+# Surfaces, by wire format (CallContext.wire), that render no reasoning.
+NO_REASONING_WIRES = frozenset({"openai.completions"})
 
 
 class DeltaDecoder:
     """Feed the data of each SSE event; take canonical deltas out once `content_seen`. Raises
     UpstreamError on an error event or an event that is not Anthropic's documented shape."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, reasoning_is_content: bool = False) -> None:
         self.target = target
+        self.reasoning_is_content = reasoning_is_content
         self.head: StreamHead | None = None
         self.output: list[Delta] = []
         self.content_seen = False
@@ -116,6 +120,7 @@ class DeltaDecoder:
         # input_json_delta (tool arguments) and later delta types: no completion text.
 
     def _emit(self, delta: Delta) -> None:
-        if not self.content_seen and (delta.text or delta.finish_reason is not None):
+        if not self.content_seen and (delta.text or delta.finish_reason is not None or (
+                self.reasoning_is_content and (delta.reasoning or delta.redacted_reasoning))):
             self.content_seen = True
         self.output.append(delta)

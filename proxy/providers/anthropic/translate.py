@@ -12,7 +12,7 @@ from proxy.core.errors import ErrorCode, UpstreamError, protocol_error, status_e
 from proxy.core.model import ChatRequest, Choice, FinishReason, Message, Result, Usage
 from proxy.core.target import Target
 from proxy.providers.anthropic import wire
-from proxy.providers.anthropic.params import DEFAULT_MAX_TOKENS, adaptive_only, dropped
+from proxy.providers.anthropic.params import adaptive_only, dropped, max_tokens_of
 from proxy.providers.openai.translate import retry_after
 from proxy.providers.params import is_set
 
@@ -70,7 +70,7 @@ def to_wire(request: ChatRequest, target: Target, version: str) -> wire.Messages
     stops = [s for s in request.stop_sequences if s.strip()]
     return wire.MessagesRequest(
         model=target.model,
-        max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
+        max_tokens=max_tokens_of(request),
         messages=messages,
         system=system,
         stop_sequences=stops or None,
