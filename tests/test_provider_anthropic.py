@@ -496,3 +496,13 @@ def test_chat_tools_are_refused_until_mapped(client, ant):
     r = client.post(CHAT, json={"model": f"ant/{M}", "messages": TURNS[1:2], "tools": [tool]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
     assert ant.requests == []
+
+
+def test_openai_sdk_chat(proxy, ant):
+    with openai.OpenAI(api_key=KEY_A, base_url=proxy.url + "/v2/router", max_retries=0) as oai:
+        res = oai.chat.completions.create(model=f"ant/{M}", messages=TURNS, max_tokens=50)  # type: ignore[arg-type]
+        assert res.choices[0].message.content == ANSWER and res.choices[0].finish_reason == "stop"
+        chunks = list(oai.chat.completions.create(model=f"ant/{M}", messages=TURNS, stream=True,  # type: ignore[arg-type]
+                                                  stream_options={"include_usage": True}))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
