@@ -26,7 +26,7 @@ def error_of(text: str, env: dict[str, str] | None = None) -> str:
 
 @pytest.mark.parametrize("text,expected", [
     ("providers: {}\n", "conf.yaml: providers: at least one provider is required"),
-    ("providers:\n  x: {type: anthropic}\n", "conf.yaml: providers.x.type: unknown provider type 'anthropic'"),
+    ("providers:\n  x: {type: acme-llm}\n", "conf.yaml: providers.x.type: unknown provider type 'acme-llm'"),
     ("providers:\n  x: {type: openai, base_url: ftp://h}\n", "conf.yaml: providers.x.base_url: must be an http"),
     (MINIMAL + "server: {port: 70000}\n", "conf.yaml: server.port: Expected `int` <= 65535"),
     (MINIMAL + "server: {prot: 80}\n", "conf.yaml: server: Object contains unknown field `prot`"),

@@ -24,6 +24,8 @@ class ProviderType(NamedTuple):
 PROVIDER_TYPES: dict[str, ProviderType] = {
     "openai": ProviderType("proxy.providers.openai.connector", "https://api.openai.com/v1",
                            options=frozenset({"chat_endpoint"})),
+    "anthropic": ProviderType("proxy.providers.anthropic.connector", "https://api.anthropic.com",
+                              options=frozenset({"anthropic_version"})),
     "google": ProviderType("proxy.providers.google.connector", "https://generativelanguage.googleapis.com"),
     "llamacpp": ProviderType(
         "proxy.providers.llamacpp.connector", None,

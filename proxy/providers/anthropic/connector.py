@@ -1,0 +1,117 @@
+"""`type: anthropic` — Anthropic's Messages API (`POST {base_url}/v1/messages`).
+
+One prompt and one choice per call: the ChatConnector base serves prompt lists, `n` and `echo`
+(proxy.providers.chat). Parameters and the rules Anthropic adds per model and API version are
+declared in params.py; docs/providers.md has the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, cast
+
+import aiohttp
+import msgspec
+
+from proxy.core.errors import ErrorCode, ProxyError, UpstreamError, protocol_error
+from proxy.core.model import ChatRequest, Delta, Result, StreamHead, TextPart
+from proxy.core.stream import CallContext, UpstreamStream
+from proxy.core.target import Target
+from proxy.providers.anthropic import wire
+from proxy.providers.anthropic.params import (
+    DEFAULT_VERSION,
+    DROPPED_EXTRAS,
+    PARAMS,
+    refusal,
+)
+from proxy.providers.anthropic.stream import NO_REASONING_WIRES, DeltaDecoder
+from proxy.providers.anthropic.translate import error_from, result_of, to_wire
+from proxy.providers.chat import ChatConnector
+
+_encode = msgspec.json.Encoder().encode
+_message_decoder = msgspec.json.Decoder(wire.Message)
+
+
+class AnthropicConnector(ChatConnector):
+    PARAMS = PARAMS
+    NATIVE_N = False
+    url: str
+
+    @property
+    def version(self) -> str:
+        return self.config.anthropic_version or DEFAULT_VERSION
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": self.version}
+        if self.config.api_key:
+            headers["x-api-key"] = self.config.api_key
+        return headers
+
+    async def start(self) -> None:
+        await super().start()
+        assert self.config.base_url is not None
+        self.url = self.config.base_url.rstrip("/") + "/v1/messages"
+
+    def check(self, request: ChatRequest, target: Target) -> None:
+        # The extra to name is the first one that is not merely dropped.
+        for name in request.extras or ():
+            if name not in DROPPED_EXTRAS:
+                self._refuse(name, "it is outside the schema (OpenAI's), and Anthropic's Messages API does not take it")
+        super().check(request, target)
+        for i, message in enumerate(request.messages):
+            if message.role == "tool" or message.tool_calls or (
+                    isinstance(message.content, list) and not all(isinstance(p, TextPart) for p in message.content)):
+                self._refuse(f"messages[{i}]", "only text messages are sent to Anthropic so far")
+        rule = refusal(request, target.model, self.version)
+        if rule is not None:
+            self._refuse(rule.field, rule.reason, target)
+
+    def _refuse(self, param: str, reason: str, target: Target | None = None) -> None:
+        where = f"{self.name!r}" + (f" (model {target.model!r})" if target is not None else "")
+        raise ProxyError(400, f"Provider {where} cannot honour `{param}`: {reason}", param=param,
+                         code=ErrorCode.unsupported_parameter)
+
+    def error_from(self, target: Target, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        return error_from(target, status, raw, headers)
+
+    def _body(self, request: ChatRequest, target: Target) -> bytes:
+        return _encode(to_wire(request, target, self.version))
+
+    async def complete_one(self, request: ChatRequest, target: Target, ctx: CallContext) -> Result:
+        response = await self.post(self.url, self._body(request, target), target, ctx)
+        raw = await self.read(response, target)
+        try:
+            message = _message_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            raise protocol_error(target.label, f"not a Message: {err}") from None
+        return result_of(message, target)
+
+    async def stream_one(self, request: ChatRequest, target: Target, ctx: CallContext) -> UpstreamStream[Any]:
+        response = await self.post(self.url, self._body(request, target), target, ctx, stream=True)
+        decoder = DeltaDecoder(target, reasoning_is_content=ctx.wire not in NO_REASONING_WIRES)
+        return await UpstreamStream.open(self._deltas(response, decoder), response.close,
+                                         lambda: decoder.head or StreamHead("", 0, target.model))
+
+    async def _deltas(self, response: aiohttp.ClientResponse, decoder: DeltaDecoder) -> AsyncIterator[list[Delta]]:
+        """Deltas per upstream read, none before the first content (so a failure before it is
+        raised from UpstreamStream.open, where retry and fallback still act)."""
+        events = cast(AsyncGenerator[list[bytes], None], self.events(response, decoder.target))
+        try:
+            async for batch in events:
+                for data in batch:
+                    try:
+                        decoder.feed(data)
+                    except UpstreamError:
+                        if decoder.content_seen and decoder.output:
+                            yield decoder.take()  # what came before the error still reaches the client
+                        raise
+                if decoder.content_seen and decoder.output:
+                    yield decoder.take()
+                if decoder.finished:
+                    return
+        finally:
+            await events.aclose()
+        raise protocol_error(decoder.target.label, "stream ended without message_stop")
+
+
+CONNECTOR = AnthropicConnector
