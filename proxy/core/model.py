@@ -242,6 +242,7 @@ def assemble(head: StreamHead, deltas: list[Delta]) -> Result:
     texts: dict[int, list[str]] = {}
     reasoning: dict[int, list[str]] = {}
     signatures: dict[int, str] = {}
+    redacted: dict[int, str] = {}
     reasons: dict[int, FinishReason] = {}
     calls: dict[int, dict[int, list[str]]] = {}  # choice → call index → [id, name, arguments...]
     usage: Usage | None = None
@@ -255,6 +256,8 @@ def assemble(head: StreamHead, deltas: list[Delta]) -> Result:
             reasoning.setdefault(delta.index, []).append(delta.reasoning)
         if delta.reasoning_signature:
             signatures[delta.index] = signatures.get(delta.index, "") + delta.reasoning_signature
+        if delta.redacted_reasoning:
+            redacted[delta.index] = redacted.get(delta.index, "") + delta.redacted_reasoning
         if delta.finish_reason is not None:
             reasons[delta.index] = delta.finish_reason
         for piece in delta.tool_calls or ():
@@ -265,7 +268,7 @@ def assemble(head: StreamHead, deltas: list[Delta]) -> Result:
     choices = [
         Choice(index=i, text="".join(texts[i]), finish_reason=reasons.get(i, "stop"),
                reasoning="".join(reasoning[i]) if i in reasoning else None,
-               reasoning_signature=signatures.get(i),
+               reasoning_signature=signatures.get(i), redacted_reasoning=redacted.get(i),
                tool_calls=[ToolCall(c[0], c[1], "".join(c[2:])) for _, c in sorted(calls[i].items())]
                if i in calls else None)
         for i in sorted(texts)

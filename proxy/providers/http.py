@@ -8,7 +8,9 @@ than `max_event_bytes`, is a 502 naming the provider; a stream silent for
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,27 @@ from proxy.core.sse import EventTooLarge, SSEParser
 from proxy.core.stream import CallContext
 from proxy.core.target import Target
 from proxy.providers.base import Connector
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a provider asks us to wait: `retry-after-ms`, else `retry-after` in seconds or as
+    an HTTP date; None when it says nothing usable."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
 
 
 class HTTPConnector(Connector):

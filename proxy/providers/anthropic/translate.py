@@ -13,7 +13,7 @@ from proxy.core.model import ChatRequest, Choice, FinishReason, Message, Result,
 from proxy.core.target import Target
 from proxy.providers.anthropic import wire
 from proxy.providers.anthropic.params import adaptive_only, dropped, max_tokens_of
-from proxy.providers.openai.translate import retry_after
+from proxy.providers.http import retry_after
 from proxy.providers.params import is_set
 
 _FINISH: dict[str, FinishReason] = {

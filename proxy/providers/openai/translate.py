@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 
 import msgspec
 
 from proxy.core.errors import UpstreamError, status_error
 from proxy.core.model import FINISH_REASONS, Choice, Delta, FinishReason, Result
 from proxy.core.target import Target
+from proxy.providers.http import retry_after
 from proxy.providers.openai import wire
 
 _error_decoder = msgspec.json.Decoder(wire.ErrorEnvelope)
@@ -43,25 +42,6 @@ def deltas_of(chunk: wire.UpstreamCompletion) -> list[Delta]:
     if chunk.usage is not None:
         deltas.append(Delta(index=-1, usage=chunk.usage))
     return deltas
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _machine_code(body: wire.UpstreamErrorBody) -> str | None:
