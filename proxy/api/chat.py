@@ -24,7 +24,7 @@ from proxy.api.chat_request import (
     TextPart,
     ToolMessage,
 )
-from proxy.api.completions import thinking_of
+from proxy.api.completions import sampling_of
 from proxy.api.decode import decode_chat
 from proxy.api.surface import Surface
 from proxy.core import model
@@ -81,16 +81,6 @@ def to_canonical(request: ChatCompletionRequest, extras: dict[str, Any] | None) 
     return ChatRequest(
         messages=[_message(m) for m in request.messages],
         max_tokens=max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        n=request.n,
-        stop=request.stop,
-        seed=request.seed,
-        frequency_penalty=request.frequency_penalty,
-        presence_penalty=request.presence_penalty,
-        thinking=thinking_of(request.thinking),
-        user=request.user,
-        stream=request.stream,
         tools=[model.ToolSpec(t.function.name, t.function.description, t.function.parameters, t.function.strict)
                for t in request.tools] if request.tools else None,
         tool_choice=_tool_choice(request.tool_choice),
@@ -101,6 +91,7 @@ def to_canonical(request: ChatCompletionRequest, extras: dict[str, Any] | None) 
         reasoning_effort=request.reasoning_effort,
         metadata=request.metadata,
         extras=extras,
+        **sampling_of(request),
     )
 
 

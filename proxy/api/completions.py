@@ -13,6 +13,7 @@ from proxy.api.decode import decode_request
 from proxy.api.request import (
     GENERATION_DEFAULTS,
     CompletionRequest,
+    SamplingRequest,
     ThinkingAdaptive,
     ThinkingEnabled,
 )
@@ -35,26 +36,28 @@ def thinking_of(value: RequestThinking | None) -> Thinking | None:
     return Thinking("adaptive" if isinstance(value, ThinkingAdaptive) else "disabled")
 
 
+def sampling_of(request: SamplingRequest) -> dict[str, Any]:
+    """The canonical fields every surface's request carries the same way."""
+    return {
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "n": request.n,
+        "stop": request.stop,
+        "seed": request.seed,
+        "frequency_penalty": request.frequency_penalty,
+        "presence_penalty": request.presence_penalty,
+        "thinking": thinking_of(request.thinking),
+        "user": request.user,
+        "stream": request.stream,
+    }
+
+
 def to_canonical(request: CompletionRequest, extras: dict[str, Any] | None) -> ChatRequest:
     """The prompt as sent: templating and knowledge replace it later (core.model.with_prompt)."""
     prompt = request.prompt if request.prompt is not None else ""
     return ChatRequest(
         messages=[Message("user", prompt if isinstance(prompt, str) else "\n".join(prompt))],
-        prompt=prompt,
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        n=request.n,
-        stop=request.stop,
-        seed=request.seed,
-        frequency_penalty=request.frequency_penalty,
-        presence_penalty=request.presence_penalty,
-        echo=request.echo,
-        thinking=thinking_of(request.thinking),
-        user=request.user,
-        stream=request.stream,
-        extras=extras,
-    )
+        prompt=prompt, max_tokens=request.max_tokens, echo=request.echo, extras=extras, **sampling_of(request))
 
 
 def completion_of(result: Result) -> Completion:

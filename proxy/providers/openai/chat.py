@@ -11,7 +11,6 @@ from typing import Any
 
 import msgspec
 
-from proxy.core.errors import protocol_error
 from proxy.core.model import (
     ChatRequest,
     Choice,
@@ -19,15 +18,13 @@ from proxy.core.model import (
     ImagePart,
     Message,
     Result,
-    StreamHead,
     TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
-from proxy.core.sse import SSEParser
 from proxy.core.target import Target
-from proxy.providers.openai.translate import error_in_body, finish_reason
+from proxy.providers.openai.translate import finish_reason
 from proxy.providers.openai.wire import UpstreamErrorBody
 
 _encode = msgspec.json.Encoder().encode
@@ -158,42 +155,3 @@ def chat_deltas(chunk: WireChat) -> list[Delta]:
     if chunk.usage is not None:
         deltas.append(Delta(index=-1, usage=chunk.usage))
     return deltas
-
-
-class ChatDeltaDecoder:
-    """Feed upstream bytes; take canonical deltas out. Raises UpstreamError on an error event."""
-
-    def __init__(self, target: Target, limit: int = 1 << 20) -> None:
-        self.target = target
-        self.parser = SSEParser(limit)
-        self.output: list[Delta] = []
-        self.head: StreamHead | None = None
-        self.content_seen = False
-        self.finished = False
-
-    def take(self) -> list[Delta]:
-        out = self.output
-        self.output = []
-        return out
-
-    def feed(self, data: bytes) -> None:
-        for event in self.parser.feed(data):
-            if self.finished:
-                continue
-            if event == b"[DONE]":
-                self.finished = True
-                continue
-            try:
-                chunk = decode_chat(event)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                raise protocol_error(self.target.label, "undecodable stream event") from None
-            if chunk.error is not None:
-                raise error_in_body(self.target, chunk.error)
-            if self.head is None:
-                self.head = StreamHead(chunk.id, chunk.created, chunk.model or self.target.model,
-                                       chunk.system_fingerprint)
-            deltas = chat_deltas(chunk)
-            if not self.content_seen and any(d.text or d.reasoning or d.tool_calls or d.finish_reason
-                                             for d in deltas):
-                self.content_seen = True
-            self.output += deltas

@@ -19,9 +19,9 @@ from proxy.core.target import Target
 from proxy.providers.http import STREAM_FAILURES, HTTPConnector
 from proxy.providers.openai import wire
 from proxy.providers.openai.chat import (
-    ChatDeltaDecoder,
     WireChat,
     chat_body,
+    chat_deltas,
     chat_result,
     decode_chat,
 )
@@ -122,7 +122,7 @@ class OpenAIConnector(HTTPConnector):
             raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
         limit = self.config.max_event_bytes
         if chat:
-            chat_decoder = ChatDeltaDecoder(target, limit)
+            chat_decoder = DeltaDecoder(target, limit, decode_chat, chat_deltas)
             return await UpstreamStream.open(self._deltas(response, chat_decoder), response.close,
                                              lambda: chat_decoder.head or _no_head())
         if ctx.wire == PASSTHROUGH:
@@ -156,7 +156,7 @@ class OpenAIConnector(HTTPConnector):
         raise protocol_error(target.label, "stream ended without [DONE]")
 
     async def _deltas(self, response: aiohttp.ClientResponse,
-                      decoder: DeltaDecoder | ChatDeltaDecoder) -> AsyncIterator[list[Delta]]:
+                      decoder: DeltaDecoder) -> AsyncIterator[list[Delta]]:
         target = decoder.target
         try:
             async for data in response.content.iter_any():

@@ -13,7 +13,8 @@ to the client in one piece, as they arrived.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import msgspec
 
@@ -201,13 +202,27 @@ def collect_frames(head: StreamHead, batches: list[bytes]) -> Result | None:
     return assemble(StreamHead(first.id, first.created, first.model, first.system_fingerprint), deltas)
 
 
+class Chunk(Protocol):
+    """What both OpenAI stream formats (completion and chat chunks) share."""
+
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str | None
+    error: wire.UpstreamErrorBody | str | None
+
+
 class DeltaDecoder:
     """The canonical path: feed upstream bytes; take canonical deltas out. Raises UpstreamError
-    on an error event. `head` is known from the first chunk."""
+    on an error event. `head` is known from the first chunk. `decode` and `deltas` say which of
+    OpenAI's two stream formats it reads (completion chunks by default, chat chunks for chat)."""
 
-    def __init__(self, target: Target, limit: int = 1 << 20) -> None:
+    def __init__(self, target: Target, limit: int = 1 << 20, decode: Callable[[bytes], Any] = _decoder.decode,
+                 deltas: Callable[[Any], list[Delta]] = deltas_of) -> None:
         self.target = target
         self.parser = SSEParser(limit)
+        self.decode = decode
+        self.deltas = deltas
         self.output: list[Delta] = []
         self.head: StreamHead | None = None
         self.content_seen = False
@@ -226,7 +241,7 @@ class DeltaDecoder:
                 self.finished = True
                 continue
             try:
-                chunk = _decoder.decode(event)
+                chunk: Chunk = self.decode(event)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 raise protocol_error(self.target.label, "undecodable stream event") from None
             if chunk.error is not None:
@@ -234,7 +249,8 @@ class DeltaDecoder:
             if self.head is None:
                 self.head = StreamHead(chunk.id, chunk.created, chunk.model or self.target.model,
                                        chunk.system_fingerprint)
-            deltas = deltas_of(chunk)
-            if not self.content_seen and any(d.text or d.finish_reason for d in deltas):
+            deltas = self.deltas(chunk)
+            if not self.content_seen and any(d.text or d.reasoning or d.tool_calls or d.finish_reason
+                                             for d in deltas):
                 self.content_seen = True
             self.output += deltas
