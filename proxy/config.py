@@ -217,6 +217,7 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with at least `providers`")
     raw = _interpolate(raw, "", dict(os.environ) if env is None else env, source)
+    _convert_groups(raw.get("groups"), source)
     try:
         config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as err:
@@ -225,6 +226,18 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
     config.source = source
     _check(config, source)
     return config
+
+
+def _convert_groups(groups: Any, source: str) -> None:
+    """Each group alone first, so an error names the group (msgspec says `groups[...]`)."""
+    if not isinstance(groups, dict):
+        return
+    for name, group in groups.items():
+        try:
+            msgspec.convert(group, GroupConfig, strict=False)
+        except msgspec.ValidationError as err:
+            path, what = validation_location(err)
+            raise ConfigError(f"{source}: groups.{name}{'.' + path if path else ''}: {what}") from None
 
 
 def load_config(path: str | Path) -> Config:

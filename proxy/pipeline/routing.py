@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import msgspec
-
 from proxy.api.request import Cache, LoadBalancer, Retry, RoutedRequest
 from proxy.config import MAX_POOLS, Config, GroupConfig, Strategy
 from proxy.core.errors import ErrorCode, ProxyError
@@ -100,9 +98,9 @@ class TargetResolver:
         return Group(
             name=name,
             chain=tuple(chain),
-            retry=msgspec.convert(msgspec.to_builtins(spec.retry), Retry) if spec.retry else None,
+            retry=Retry(count=spec.retry.count, on_codes=list(spec.retry.on_codes)) if spec.retry else None,
             call_timeout_seconds=spec.timeout.call_timeout / 1000 if spec.timeout else None,
-            cache=msgspec.convert(msgspec.to_builtins(spec.cache), Cache) if spec.cache else None,
+            cache=Cache(type=spec.cache.type, ttl=spec.cache.ttl) if spec.cache else None,
             fallback_codes=frozenset(spec.fallback_on_codes) if spec.fallback_on_codes is not None else None,
         )
 
