@@ -124,7 +124,7 @@ _RELEASE = """
 local k = KEYS[1]
 local h = redis.call('HMGET', k, 's', 'p')
 if tonumber(h[1]) == 1 and (tonumber(h[2]) or 0) > 0 then redis.call('HINCRBY', k, 'p', -1) end
-return 0
+return {0}
 """
 
 
