@@ -7,6 +7,7 @@ one breaker through Redis (real Redis at 127.0.0.1:6379, the test's own namespac
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ breakers: {{consecutive_failures: 3, failure_ratio: null, cooldown_seconds: {COO
 groups:
   pair:
     targets: [{{model: emu/g-bad}}, {{model: emu/g-good}}]
+  probed:
+    targets: [{{model: emu/h-bad}}, {{model: emu/h-good}}]
 """
 
 
@@ -143,6 +146,30 @@ def test_half_open_lets_one_probe_through_then_closes(guarded, client, upstream)
     for _ in range(3):  # the probe's success closed it
         assert post(client, model="emu/br-h").status_code == 200
     assert len(calls(upstream, "br-h")) == 7
+
+
+def test_while_one_member_is_probed_the_group_serves_from_the_others(guarded, client, upstream):
+    trip(client, upstream, "h-bad")
+    time.sleep(COOLDOWN + 0.1)
+    upstream.script("h-bad", Reply(delay_s=0.5))
+    responses = _concurrently(guarded.url, {"model": "probed"}, 6)  # no fallbacks: only the group
+    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+    assert len(calls(upstream, "h-bad")) <= 4  # the three that tripped it, and at most one probe
+    assert len(calls(upstream, "h-good")) >= 5
+
+
+def test_a_stream_skips_an_open_circuit_before_its_first_byte(guarded, client, upstream):
+    trip(client, upstream, "br-s")
+    with client.stream("POST", URL, json={"model": "emu/br-s", "prompt": "hi", "stream": True,
+                                          "fallbacks": [{"model": "emu/br-s-fb"}]}) as r:
+        body = r.read().decode()
+    assert r.status_code == 200
+    assert r.headers["x-switchyard-model"] == "emu/br-s-fb"
+    assert body.endswith("data: [DONE]\n\n")
+    assert calls(upstream, "br-s") == ["br-s"] * 3
+    time.sleep(0.2)  # the log event is written once the response is done
+    logged = [json.loads(line) for line in guarded.log().splitlines() if "circuit_open\"" in line]
+    assert any(event.get("circuit_open") == ["emu/br-s"] for event in logged), logged
 
 
 def test_a_failed_probe_reopens(client, upstream):

@@ -142,3 +142,25 @@ def test_an_unreachable_redis_lets_everything_through_quickly():
         await store.close()
 
     run(scenario)
+
+
+def test_a_per_provider_breaker_covers_every_model_of_the_provider():
+    from proxy.core.errors import timeout_error
+    from proxy.core.target import Target
+    from proxy.health.breakers import Breakers
+    from proxy.observability.metrics import Metrics
+
+    breakers = Breakers(BreakerConfig(scope="provider", consecutive_failures=2, failure_ratio=None),
+                        Metrics(["emu", "other"]))
+
+    async def scenario() -> None:
+        for model in ("a", "b"):  # failures of two models add up on the provider's one circuit
+            await breakers.finished(Target("emu", model), timeout_error(f"emu/{model}", 1.0), False)
+        views = await breakers.snapshot([Target("emu", "c"), Target("other", "a")])
+        assert views[Target("emu", "c")].state is State.open
+        assert views[Target("other", "a")].state is State.closed
+        await breakers.close()
+
+    run(scenario)
+    text = breakers.metrics.render()[0].decode()
+    assert 'switchyard_circuit_state{model="*",provider="emu"} 2.0' in text

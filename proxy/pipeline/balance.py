@@ -8,9 +8,11 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable
 
+from proxy.core.target import Target
 from proxy.health.breakers import Breakers
-from proxy.health.circuit import State
+from proxy.health.circuit import CLOSED, State
 from proxy.pipeline.call import Call
+from proxy.pipeline.routing import Pool
 from proxy.pipeline.stage import Next, Outcome
 from proxy.routing.balancing import LoadStats, pick, weighted_pick
 
@@ -43,3 +45,12 @@ class BalanceStage:
             candidates.append(pick(pool.strategy, healthy or pool.members, self.stats, self.random))
         route.candidates = candidates
         return await next(call)
+
+    def redraw(self, call: Call, pool: Pool, refused: set[Target]) -> Target | None:
+        """Another member of the pool when the drawn one was refused (a half-open circuit whose
+        probes are all out): a group's healthy members serve while one of them is probed."""
+        route = call.route
+        assert route is not None
+        rest = [member for member in pool.members if member[0] not in refused
+                and route.health.get(member[0], CLOSED).state is not State.open]
+        return pick(pool.strategy, rest, self.stats, self.random) if rest else None

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 def build_pipeline(runtime: Runtime) -> Next:
     metrics = runtime.metrics
+    balance = BalanceStage(runtime.load, runtime.breakers)
     return compose(
         [
             AuthorizeStage(),
@@ -39,8 +40,8 @@ def build_pipeline(runtime: Runtime) -> Next:
             KnowledgeStage(),
             SupportStage(runtime.connectors),
             CacheStage(runtime.cache, metrics),
-            BalanceStage(runtime.load, runtime.breakers),
-            FallbackStage(metrics, runtime.breakers),
+            balance,
+            FallbackStage(metrics, runtime.breakers, balance),
             RetryStage(runtime.config.routing, metrics, observers=attempt_observers(runtime)),
             TimeoutStage(),
         ],

@@ -14,6 +14,7 @@ called at all the answer is a 503 naming the open circuits (README, "Circuit bre
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from proxy.core.errors import ErrorType, ProxyError, UpstreamError
 from proxy.core.target import Target
@@ -23,6 +24,9 @@ from proxy.observability.metrics import Metrics
 from proxy.pipeline.call import Attempt, Call
 from proxy.pipeline.stage import Next, Outcome
 from proxy.routing.context_window import is_context_window
+
+if TYPE_CHECKING:
+    from proxy.pipeline.balance import BalanceStage
 
 DEFAULT_FALLBACK_CODES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504, 529})
 _LISTED_ATTEMPTS = 10  # an error message names at most this many attempts
@@ -39,9 +43,11 @@ def describe(attempts: list[Attempt]) -> str:
 
 
 class FallbackStage:
-    def __init__(self, metrics: Metrics, breakers: Breakers | None = None) -> None:
+    def __init__(self, metrics: Metrics, breakers: Breakers | None = None,
+                 balance: BalanceStage | None = None) -> None:
         self.metrics = metrics
         self.breakers = breakers
+        self.balance = balance  # to draw another member of a group when the drawn one is refused
 
     def __call__(self, call: Call, next: Next) -> Awaitable[Outcome]:
         route = call.route
@@ -57,14 +63,10 @@ class FallbackStage:
         assert route is not None
         last: UpstreamError | None = None
         skipped: list[tuple[Target, float]] = []  # circuits open: (candidate, seconds until a probe)
-        for position, target in enumerate(candidates):
-            if self.breakers is not None:
-                admission = await self.breakers.admit(target, route.health.get(target, CLOSED))
-                if not admission.allowed:
-                    skipped.append((target, admission.retry_in))
-                    continue
-                if admission.probe:
-                    route.probes.add(target)
+        for position, drawn in enumerate(candidates):
+            target = drawn if self.breakers is None else await self._admitted(call, position, drawn, skipped)
+            if target is None:
+                continue
             call.target = target
             try:
                 result = await next(call)
@@ -76,8 +78,6 @@ class FallbackStage:
                     self.metrics.fallback(provider=target.provider, model=target.model)
                 continue
             return result
-        if skipped:
-            call.log["circuit_open"] = [target.label for target, _ in skipped]
         if last is None:
             raise all_open(skipped)
         if len(call.attempts) > 1 or skipped:
@@ -89,6 +89,27 @@ class FallbackStage:
                 code=last.code,
             )
         raise last
+
+    async def _admitted(self, call: Call, position: int, target: Target,
+                        skipped: list[tuple[Target, float]]) -> Target | None:
+        """The candidate, or another member of its group, that its circuit lets through now."""
+        route = call.route
+        assert route is not None and self.breakers is not None
+        pool = route.pools[position] if len(route.pools) == len(route.candidates) else None
+        refused: set[Target] = set()
+        while True:
+            admission = await self.breakers.admit(target, route.health.get(target, CLOSED))
+            if admission.allowed:
+                if admission.probe:
+                    route.probes.add(target)
+                return target
+            skipped.append((target, admission.retry_in))
+            call.log.setdefault("circuit_open", []).append(target.label)  # the request's log event says it
+            refused.add(target)
+            other = self.balance.redraw(call, pool, refused) if pool and self.balance else None
+            if other is None:
+                return None
+            target = other
 
 
 def all_open(skipped: list[tuple[Target, float]]) -> ProxyError:
