@@ -182,6 +182,13 @@ def test_a_failed_probe_reopens(client, upstream):
     assert len(calls(upstream, "br-r")) == 4
 
 
+def test_the_attempt_that_opens_the_circuit_is_not_retried(client, upstream):
+    upstream.script("br-t", Reply(status=429))
+    r = post(client, model="emu/br-t", retry={"count": 5, "on_codes": [429]})
+    assert r.status_code == 429
+    assert calls(upstream, "br-t") == ["br-t"] * 3  # the third failure opened it: no retries 4 to 6
+
+
 def test_metrics_show_state_and_transitions(guarded, client, upstream):
     trip(client, upstream, "br-m")
     text = httpx.get(f"{guarded.url}/metrics", timeout=5).text

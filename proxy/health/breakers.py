@@ -73,13 +73,16 @@ class Breakers:
         self._changed(target, admission.transition)
         return admission
 
-    async def finished(self, target: Target, err: UpstreamError | None, probe: bool) -> None:
+    async def finished(self, target: Target, err: UpstreamError | None, probe: bool) -> State | None:
+        """Count the attempt's outcome; the state it moved the circuit to, if it moved it."""
         failed = err is not None and counts_as_failure(err)
         transition = await self.store.record(self.key(target), time.monotonic(), failed, probe)
+        if transition is None:
+            return None
         self._changed(target, transition)
-        if transition is not None:
-            provider, model = self._labels(target)
-            self.metrics.circuit_state(provider=provider, model=model, state=int(transition[1]))
+        provider, model = self._labels(target)
+        self.metrics.circuit_state(provider=provider, model=model, state=int(transition[1]))
+        return transition[1]
 
     def released(self, target: Target) -> None:
         """A probe ended without an answer (the request was cancelled): give its permit back,

@@ -20,6 +20,7 @@ from proxy.config import RoutingConfig
 from proxy.core.errors import FailureKind, UpstreamError
 from proxy.core.target import Target
 from proxy.health.breakers import Breakers
+from proxy.health.circuit import State
 from proxy.observability.metrics import Metrics
 from proxy.pipeline.call import Attempt, Call
 from proxy.pipeline.stage import Next, Outcome
@@ -88,10 +89,15 @@ class BreakerObserver:
 
     def finished(self, call: Call, target: Target, seconds: float,
                  err: UpstreamError | None) -> Awaitable[None]:
-        assert call.route is not None
-        probe = target in call.route.probes
-        call.route.probes.discard(target)  # a probe's retries are not probes of their own
-        return self.breakers.finished(target, err, probe)
+        return self._record(call, target, err)
+
+    async def _record(self, call: Call, target: Target, err: UpstreamError | None) -> None:
+        route = call.route
+        assert route is not None
+        probe = target in route.probes
+        route.probes.discard(target)
+        if await self.breakers.finished(target, err, probe) is State.open:
+            route.tripped.add(target)  # retrying a circuit just opened would defeat it
 
     def cancelled(self, call: Call, target: Target, seconds: float) -> None:
         assert call.route is not None
@@ -147,7 +153,7 @@ class RetryStage:
                     waiting = observer.finished(call, target, seconds, err)
                     if waiting is not None:
                         await waiting
-                if number >= retries or err.status not in codes:
+                if number >= retries or err.status not in codes or target in call.route.tripped:
                     raise
                 delay = self.backoff(number, err.retry_after)
                 if time.perf_counter() + delay >= call.deadline:

@@ -38,6 +38,7 @@ class Route:
     group: str | None = None  # the group `model` named, if any
     health: dict[Target, View] = field(default_factory=dict)  # circuit views, when breakers are on
     probes: set[Target] = field(default_factory=set)  # candidates let through as half-open probes
+    tripped: set[Target] = field(default_factory=set)  # circuits this request's attempts opened: no retry
 
 
 @dataclass(frozen=True, slots=True)
