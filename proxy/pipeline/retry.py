@@ -165,6 +165,12 @@ class RetryStage:
                 finally:  # a deliberate wait, not the proxy's overhead
                     call.waited_seconds += time.perf_counter() - waited
                 continue
+            except Exception:
+                # Not a provider's failure (a request the connector refused, a bug): the attempt
+                # is over all the same, so what counts attempts in flight must hear of it.
+                for observer in observers:
+                    observer.cancelled(call, target, time.perf_counter() - started)
+                raise
             seconds = time.perf_counter() - started
             call.upstream_seconds += seconds  # time waiting on the provider: not the proxy's overhead
             call.attempts.append(Attempt(target.label, 200, round(seconds * 1000, 2)))
