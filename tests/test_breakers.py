@@ -136,7 +136,7 @@ def _concurrently(url: str, body: dict, n: int) -> list[httpx.Response]:
 def test_half_open_lets_one_probe_through_then_closes(guarded, client, upstream):
     trip(client, upstream, "br-h")
     time.sleep(COOLDOWN + 0.1)
-    upstream.script("br-h", Reply(delay_s=0.5))  # healthy again, and slow enough to overlap
+    upstream.script("br-h", Reply(delay_s=1.0))  # healthy again, and slow enough to overlap
     responses = _concurrently(guarded.url, {"model": "emu/br-h", "fallbacks": [{"model": "emu/br-h-fb"}]}, 6)
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     served = sorted(r.headers["x-switchyard-model"] for r in responses)
@@ -151,7 +151,7 @@ def test_half_open_lets_one_probe_through_then_closes(guarded, client, upstream)
 def test_while_one_member_is_probed_the_group_serves_from_the_others(guarded, client, upstream):
     trip(client, upstream, "h-bad")
     time.sleep(COOLDOWN + 0.1)
-    upstream.script("h-bad", Reply(delay_s=0.5))
+    upstream.script("h-bad", Reply(delay_s=1.0))
     responses = _concurrently(guarded.url, {"model": "probed"}, 6)  # no fallbacks: only the group
     assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
     assert len(calls(upstream, "h-bad")) <= 4  # the three that tripped it, and at most one probe
