@@ -112,6 +112,61 @@ class RoutingConfig(Strict):
     retry_after_cap_seconds: Annotated[float, Meta(ge=0)] = 30.0
 
 
+# -- routing policy: model groups and circuit breakers (README, "Routing policy") ---------------------
+Strategy = Literal["weighted", "least_busy", "latency"]
+MAX_POOLS = 16  # a request reaches at most this many groups/models in turn (fallback chains included)
+
+
+class GroupTarget(Strict):
+    model: Annotated[str, Meta(min_length=1)]  # `provider/model` or an alias (never a group)
+    weight: Annotated[float, Meta(gt=0)] = 1.0
+
+
+class GroupRetry(Strict):  # the request's `retry`, same bounds
+    count: Annotated[int, Meta(ge=1, le=5)] = 3
+    on_codes: Annotated[list[Annotated[int, Meta(ge=100, le=599)]], Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: [429])
+
+
+class GroupTimeout(Strict):
+    call_timeout: Annotated[float, Meta(ge=1)]  # ms, as in the request
+
+
+class GroupCache(Strict):
+    type: Literal["exact_match"] = "exact_match"
+    ttl: Annotated[float, Meta(ge=1, le=259200)] = 1800
+
+
+class GroupConfig(Strict):
+    """A server-side routing policy a request names as its `model`; the request's own routing
+    fields override these defaults field by field."""
+
+    targets: Annotated[list[GroupTarget], Meta(min_length=1)]
+    strategy: Strategy = "weighted"
+    fallbacks: list[str] = msgspec.field(default_factory=list)  # models, aliases or other groups
+    retry: GroupRetry | None = None
+    timeout: GroupTimeout | None = None
+    cache: GroupCache | None = None
+    fallback_on_codes: list[Annotated[int, Meta(ge=100, le=599)]] | None = None
+
+
+class BreakerRedis(Strict):
+    url: str  # redis://host:port/db
+    namespace: str = "switchyard"
+    timeout_seconds: Positive = 0.25  # a slow Redis lets requests through, never holds them
+
+
+class BreakerConfig(Strict):
+    scope: Literal["model", "provider"] = "model"  # one breaker per provider/model, or per provider
+    consecutive_failures: Annotated[int, Meta(ge=1)] = 5
+    failure_ratio: Annotated[float, Meta(gt=0, le=1)] | None = 0.5  # None: consecutive failures only
+    window_seconds: Positive = 60.0
+    min_requests: Annotated[int, Meta(ge=1)] = 20
+    cooldown_seconds: Positive = 30.0
+    half_open_probes: Annotated[int, Meta(ge=1, le=100)] = 1
+    redis: BreakerRedis | None = None  # shared by every instance; local to the process otherwise
+
+
 class PromptsConfig(Strict):
     dir: str | None = None  # a folder of YAML prompt files, relative to the config file
 
@@ -122,6 +177,8 @@ class Config(Strict):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     aliases: dict[str, str] = msgspec.field(default_factory=dict)
+    groups: dict[str, GroupConfig] = msgspec.field(default_factory=dict)
+    breakers: BreakerConfig | None = None  # absent: no circuit breakers
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     prompts: PromptsConfig = msgspec.field(default_factory=PromptsConfig)
@@ -160,6 +217,7 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with at least `providers`")
     raw = _interpolate(raw, "", dict(os.environ) if env is None else env, source)
+    _convert_groups(raw.get("groups"), source)
     try:
         config = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as err:
@@ -168,6 +226,18 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
     config.source = source
     _check(config, source)
     return config
+
+
+def _convert_groups(groups: Any, source: str) -> None:
+    """Each group alone first, so an error names the group (msgspec says `groups[...]`)."""
+    if not isinstance(groups, dict):
+        return
+    for name, group in groups.items():
+        try:
+            msgspec.convert(group, GroupConfig, strict=False)
+        except msgspec.ValidationError as err:
+            path, what = validation_location(err)
+            raise ConfigError(f"{source}: groups.{name}{'.' + path if path else ''}: {what}") from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -220,10 +290,57 @@ def _check(config: Config, source: str) -> None:
         provider_name = aliased.split("/", 1)[0]
         if "/" not in aliased or provider_name not in config.providers:
             raise fail(f"aliases.{alias}", f"{aliased!r} must be `provider/model` with a configured provider")
+    _check_groups(config, fail)
+    shared = config.breakers.redis if config.breakers is not None else None
+    if shared is not None and not re.match(r"^rediss?://", shared.url):
+        raise fail("breakers.redis.url", "must be a redis:// URL such as redis://127.0.0.1:6379/0")
     if config.cache.backend == "redis" and not config.cache.url:
         raise fail("cache.url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
     if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():
         config.prompts.dir = str((Path(source).parent / config.prompts.dir).resolve())
+
+
+def _check_groups(config: Config, fail: Any) -> None:
+    """Members are concrete models; fallbacks name models, aliases or groups, without a cycle,
+    and no chain reaches more than MAX_POOLS groups or models."""
+
+    def concrete(name: str) -> bool:
+        resolved = config.aliases.get(name, name)
+        provider, sep, model = resolved.partition("/")
+        return bool(sep and model and provider in config.providers)
+
+    for name, group in config.groups.items():
+        if name in config.aliases:
+            raise fail(f"groups.{name}", "is also an alias: a name is either an alias or a group")
+        if "/" in name:
+            raise fail(f"groups.{name}", "a group name contains no '/' (that is how models are written)")
+        for i, target in enumerate(group.targets):
+            if target.model in config.groups:
+                raise fail(f"groups.{name}.targets[{i}].model", "a target is a model, not a group "
+                                                                "(name the group in `fallbacks` instead)")
+            if not concrete(target.model):
+                raise fail(f"groups.{name}.targets[{i}].model",
+                           f"{target.model!r} must be `provider/model` with a configured provider or an alias")
+        for i, fallback in enumerate(group.fallbacks):
+            if fallback not in config.groups and not concrete(fallback):
+                raise fail(f"groups.{name}.fallbacks[{i}]",
+                           f"{fallback!r} is neither a group nor `provider/model` with a configured provider")
+
+    def walk(name: str, path: list[str]) -> int:
+        """How many pools the chain from `name` reaches (itself included)."""
+        if name in path:
+            raise fail(f"groups.{path[0]}.fallbacks", f"fallback cycle: {' → '.join([*path, name])}")
+        count = 1
+        for fallback in config.groups[name].fallbacks:
+            count += walk(fallback, [*path, name]) if fallback in config.groups else 1
+            if count > MAX_POOLS:  # stop early: a lattice of groups must not cost exponential time
+                break
+        return count
+
+    for name in config.groups:
+        if walk(name, []) > MAX_POOLS:
+            raise fail(f"groups.{name}.fallbacks", f"the fallback chain reaches more than {MAX_POOLS} "
+                                                   "groups or models")
 
 
 def _check_requirements(kind: ProviderType, path: str, type_name: str, fail: Any) -> None:

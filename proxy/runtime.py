@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from proxy.cache.store import ResponseCache
 from proxy.config import Config
+from proxy.health.breakers import Breakers
 from proxy.observability.metrics import Metrics
 from proxy.pipeline.auth import KeyRing
 from proxy.pipeline.build import build_pipeline
@@ -13,12 +14,14 @@ from proxy.pipeline.stage import Next
 from proxy.prompts import PromptRegistry
 from proxy.providers.base import Connector
 from proxy.providers.registry import connector_class
+from proxy.routing.balancing import LoadStats
 
 
 class Runtime:
     """Built synchronously (so a bad config fails before anything opens); `start` opens pools."""
 
-    def __init__(self, config: Config, metrics: Metrics, cache: ResponseCache | None = None) -> None:
+    def __init__(self, config: Config, metrics: Metrics, cache: ResponseCache | None = None,
+                 health: tuple[LoadStats, Breakers | None] | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.keys = KeyRing(config.auth.keys)
@@ -27,6 +30,13 @@ class Runtime:
         # A reload with unchanged cache settings hands over the running cache (see hand_over).
         self.cache = cache or ResponseCache(config.cache)
         self.owns_cache = True
+        # Load figures and circuits outlive a reload with the same breaker settings (hand_over_health).
+        if health is not None:
+            self.load, self.breakers = health
+        else:
+            self.load = LoadStats()
+            self.breakers = Breakers(config.breakers, metrics) if config.breakers is not None else None
+        self.owns_breakers = True
         self.connectors: dict[str, Connector] = {
             name: connector_class(provider.type)(name, provider) for name, provider in config.providers.items()
         }
@@ -40,8 +50,14 @@ class Runtime:
         """The next runtime took this one's cache: closing this one must leave it open."""
         self.owns_cache = False
 
+    def hand_over_health(self) -> None:
+        """The next runtime took this one's load figures and circuits."""
+        self.owns_breakers = False
+
     async def close(self) -> None:
         for connector in self.connectors.values():
             await connector.close()
         if self.owns_cache:
             await self.cache.close()
+        if self.owns_breakers and self.breakers is not None:
+            await self.breakers.close()

@@ -203,6 +203,20 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.circuit_states = Gauge(
+            "switchyard_circuit_state",
+            "Circuit breaker state per provider/model (model * for a per-provider circuit): "
+            "0 closed, 1 half-open, 2 open.",
+            ["provider", "model"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.circuit_transitions_total = Counter(
+            "switchyard_circuit_transitions_total",
+            "Circuit breaker state changes, by the state entered (open|half_open|closed).",
+            ["provider", "model", "to"],
+            registry=reg,
+        )
         self.build_info = Gauge(
             "switchyard_build_info",
             "Always 1; the version label tells which build runs.",
@@ -227,6 +241,8 @@ class Metrics:
         self._retry_children: dict[tuple, object] = {}
         self._fallback_children: dict[tuple, object] = {}
         self._cache_children: dict[str, object] = {}
+        self._circuit_children: dict[tuple, object] = {}
+        self._circuit_values: dict[tuple, int] = {}
 
     # ---------------------------------------------------------------- label bounding
     def _pm(self, provider: object, model: object) -> tuple[str, str]:
@@ -399,6 +415,21 @@ class Metrics:
             )
         child.inc()  # type: ignore[attr-defined]
 
+    def circuit_state(self, *, provider: str, model: str, state: int) -> None:
+        """A breaker's state as this process last saw it (0 closed, 1 half-open, 2 open)."""
+        if self._circuit_values.get((provider, model)) == state:
+            return  # the common case: nothing changed, nothing to write
+        child = self._circuit_children.get((provider, model))
+        if child is None:
+            child = self._pm_child(self._circuit_children, provider, model, self.circuit_states.labels)
+        child.set(state)  # type: ignore[attr-defined]
+        if len(self._circuit_values) < 4096:
+            self._circuit_values[(provider, model)] = state
+
+    def circuit_transition(self, *, provider: str, model: str, to: str) -> None:
+        p, m = self._pm(provider, model)
+        self.circuit_transitions_total.labels(p, m, to if to in _CIRCUIT_STATES else OTHER).inc()
+
     def _token_pair(self, p: str, m: str) -> tuple:
         return self.tokens_total.labels(p, m, "prompt"), self.tokens_total.labels(
             p, m, "completion"
@@ -438,6 +469,9 @@ class Metrics:
             _pc_multiprocess.MultiProcessCollector(registry, path=self._mp_dir)
             return generate_latest(registry), CONTENT_TYPE
         return generate_latest(self.registry), CONTENT_TYPE  # type: ignore[arg-type]
+
+
+_CIRCUIT_STATES = frozenset({"open", "half_open", "closed"})
 
 
 def _is_label(capped: _Capped, value: object) -> bool:

@@ -14,7 +14,13 @@ from proxy.pipeline.cache import CacheStage
 from proxy.pipeline.dispatch import DispatchStage
 from proxy.pipeline.fallback import FallbackStage
 from proxy.pipeline.knowledge import KnowledgeStage
-from proxy.pipeline.retry import RetryStage
+from proxy.pipeline.retry import (
+    AttemptObserver,
+    BreakerObserver,
+    LoadObserver,
+    MetricsObserver,
+    RetryStage,
+)
 from proxy.pipeline.stage import Next, compose
 from proxy.pipeline.support import SupportStage
 from proxy.pipeline.templating import TemplatingStage
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 
 def build_pipeline(runtime: Runtime) -> Next:
     metrics = runtime.metrics
+    balance = BalanceStage(runtime.load, runtime.breakers)
     return compose(
         [
             AuthorizeStage(),
@@ -33,10 +40,17 @@ def build_pipeline(runtime: Runtime) -> Next:
             KnowledgeStage(),
             SupportStage(runtime.connectors),
             CacheStage(runtime.cache, metrics),
-            BalanceStage(),
-            FallbackStage(metrics),
-            RetryStage(runtime.config.routing, metrics),
+            balance,
+            FallbackStage(metrics, runtime.breakers, balance),
+            RetryStage(runtime.config.routing, metrics, observers=attempt_observers(runtime)),
             TimeoutStage(),
         ],
         DispatchStage(runtime.connectors),
     )
+
+
+def attempt_observers(runtime: Runtime) -> list[AttemptObserver]:
+    observers: list[AttemptObserver] = [MetricsObserver(runtime.metrics), LoadObserver(runtime.load)]
+    if runtime.breakers is not None:
+        observers.append(BreakerObserver(runtime.breakers))
+    return observers

@@ -45,6 +45,7 @@ class RequestEvent(msgspec.Struct, omit_defaults=True):
     prompt_id: str | None = None
     prompt_version: int | None = None
     stream_error: dict[str, Any] | None = None
+    circuit_open: list[str] | None = None  # candidates skipped because their circuit breaker was open
 
 
 _encode = msgspec.json.Encoder().encode
@@ -99,6 +100,7 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
         event.prompt_id = log.get("prompt_id")
         event.prompt_version = log.get("prompt_version")
         event.stream_error = log.get("stream_error")
+        event.circuit_open = log.get("circuit_open")
     return event
 
 
