@@ -49,8 +49,10 @@ class Reloader:
         runtime: Runtime | None = None
         # Same cache settings: keep the cache (a memory cache would otherwise start empty).
         shared_cache = old.cache if config.cache == old.config.cache else None
+        # Same breaker settings: keep the circuits and load figures (a dead provider stays skipped).
+        shared_health = (old.load, old.breakers) if config.breakers == old.config.breakers else None
         try:
-            runtime = Runtime(config, old.metrics, cache=shared_cache)
+            runtime = Runtime(config, old.metrics, cache=shared_cache, health=shared_health)
             await runtime.start()
         except Exception as err:  # noqa: BLE001 - any failure must leave the old runtime serving
             self.logger.error(f"config reload failed, keeping the running config: {path}: {err!r}", config=path)
@@ -60,6 +62,8 @@ class Reloader:
         old.metrics.add_providers(config.providers)
         if shared_cache is not None:
             old.hand_over_cache()
+        if shared_health is not None:
+            old.hand_over_health()
         server.runtime = runtime  # new requests use it from now on
         if config.logging != old.config.logging:
             configure_logging(config.logging)
