@@ -52,6 +52,18 @@ class ServerConfig(Strict):
     max_request_seconds: Positive = 600.0
     shutdown_grace_seconds: Annotated[float, Meta(ge=0)] = 30.0
     metrics: Listener | None = None  # a separate /metrics listener, so it need not be public
+    # Slow clients (README, "Connections"): a request head must arrive within header_timeout once
+    # it starts; an idle keep-alive connection closes after idle_timeout (above nginx's 60 s
+    # upstream keepalive_timeout, so nginx never reuses a connection we are closing); a body
+    # must arrive within body_timeout.
+    header_timeout_seconds: Positive = 10.0
+    idle_timeout_seconds: Positive = 75.0
+    body_timeout_seconds: Positive = 30.0
+    # Open client connections per worker; past it a new one gets 503 and is closed. None: half
+    # the process's open-file limit, leaving the rest for upstream connections.
+    max_connections: Annotated[int, Meta(ge=1)] | None = None
+    # A prompt after templating (`{{var}}` filled from orq.inputs), computed before rendering.
+    max_prompt_chars: Annotated[int, Meta(ge=1024)] = 4_194_304
 
 
 class LoggingConfig(Strict):
