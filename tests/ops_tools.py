@@ -22,7 +22,7 @@ import yaml
 from tests.proxy_process import REPO, free_port
 
 PACKAGES = {"nginx": "nginx", "prometheus": "prometheus", "promtool": "prometheus",
-            "systemd-analyze": "systemd"}
+            "systemd-analyze": "systemd", "openssl": "openssl"}
 NGINX_CONF = REPO / "configs" / "nginx" / "switchyard.conf"
 PROMETHEUS_CONF = REPO / "configs" / "prometheus" / "prometheus.yml"
 ALERTS = REPO / "configs" / "prometheus" / "alerts.yml"
