@@ -27,6 +27,8 @@ def log_events(proxy: ProxyProcess) -> list[dict[str, Any]]:
     ({"model": "emu/a\r\nSet-Cookie: x", "prompt": "x"}, "model"),
     ({"model": "emu/a\u0000", "prompt": "x"}, "model"),
     ({"model": "emu/a\u007f", "prompt": "x", "stream": True}, "model"),
+    ({"model": "emu/a\u0085b", "prompt": "x"}, "model"),
+    ({"model": "emu/a\u2028b", "prompt": "x"}, "model"),
     ({"model": "emu/m", "prompt": "x", "fallbacks": [{"model": "emu/b\n"}]}, "fallbacks[0].model"),
     ({"prompt": "x", "load_balancer": {"type": "weight_based", "models": [{"model": "emu/\tb", "weight": 1}]}},
      "load_balancer.models[0].model"),
