@@ -128,6 +128,8 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
             response = await sse.relay(request, call, result, _result_headers(call))
             if "stream_error" in call.log:
                 status = call.log["stream_error"]["status"]
+            if call.log.get("client_gone"):
+                status = 499  # as when the disconnect cancels the handler
             return response
         assert isinstance(result, Result)  # a stream is only opened for a streaming request
         call.usage = result.usage
