@@ -6,8 +6,10 @@ upstream, reporting the proxy's RSS and open file descriptors at the start and a
 The mix, round-robin per client task: plain requests, streams, streams the client drops after
 the first event, plain requests dropped before the answer, cache hits, a fallback from a failing
 provider, 400s, 401s, malformed HTTP, and heads left unfinished (the header timeout closes them).
-"Start" is measured after a warm-up round of every kind, "end" after the traffic stops and the
-idle connections are closed; growth between them is what a leak would show.
+"Start" is measured after a warm-up round of every kind, "end" after the traffic stops; both after
+SETTLE_SECONDS of quiet, longer than the idle timeout of client connections (5 s here) and of the
+proxy's pooled upstream connections (aiohttp's 15 s), so growth between them is what a leak would
+show, not a connection still pooled.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .procs import Service, free_port, raise_nofile, rss_bytes, tree_pids
 from .runner import API_KEY, ROOT, SWITCHYARD_CMD
 
 URL_PATH = "/v2/router/completions"
+SETTLE_SECONDS = 20.0
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         base = f"http://127.0.0.1:{port}"
         warm = Traffic(base, port)
         asyncio.run(warm.run(3.0, args.concurrency))  # every kind once or more: pools, caches, imports
-        time.sleep(6)  # idle connections and unfinished heads closed (idle/header timeouts: 5 s, 2 s)
+        time.sleep(SETTLE_SECONDS)
         start = measure(proxy.pid)
         samples = [(0.0, *start)]
         traffic = Traffic(base, port)
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             await task
 
         asyncio.run(sample_while_running())
-        time.sleep(6)
+        time.sleep(SETTLE_SECONDS)
         end = measure(proxy.pid)
         samples.append((time.monotonic() - began, *end))
         alive = proxy.proc is not None and proxy.proc.poll() is None
