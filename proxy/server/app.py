@@ -10,8 +10,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError
-from proxy.server.request_log import log_request
 from proxy.server import handlers
+from proxy.server.request_log import log_request
 from proxy.server.state import SERVER, Server
 
 COMPLETIONS = "/v2/router/completions"

@@ -22,8 +22,8 @@ from aiohttp import web, web_server
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.config import ServerConfig
+from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 
 # aiohttp's limits, chosen so the error tells a long request line (414) from a long header (431).
 MAX_LINE_BYTES = 8190  # the request line
