@@ -139,3 +139,11 @@ def test_catch_all_404_and_405_are_in_the_request_log(client, proxy):
     events = [e for e in log_events(proxy) if e.get("event") == "request"]
     assert any(e["route"] == "/nope-9" and e["status"] == 404 for e in events)
     assert any(e["request_id"] == "rid-405-check" and e["status"] == 405 for e in events)
+
+
+def test_template_expansion_in_chat_messages_is_capped_too(client, upstream):
+    bomb = {"model": "emu/m", "messages": [{"role": "user", "content": "{{a}}" * 10_000}],
+            "orq": {"inputs": {"a": "x" * 10_000}}}
+    r = client.post("/v2/router/chat/completions", json=bomb)
+    assert_error(r, 413, INVALID, "orq.inputs", "payload_too_large")
+    assert upstream.requests == []
