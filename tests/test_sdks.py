@@ -225,9 +225,10 @@ def test_readme_clients_do_not_multiply_the_proxys_retries(proxy, upstream, monk
     readme = (REPO / "README.md").read_text()
     block = readme.split("With the official SDKs", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.setenv("SWITCHYARD_API_KEY", KEY_A)
-    upstream.script("llama-3-8b", Reply(), Reply(chunks=2))  # what the example's own calls get
+    upstream.script("llama-3-8b", Reply())  # what the example's own calls get
     namespace: dict[str, object] = {}
-    exec(block.replace("http://127.0.0.1:8080", proxy.url).replace("local/", "emu/"), namespace)  # noqa: S102
+    code = block.replace("http://127.0.0.1:8080", proxy.url).replace("local/", "emu/").replace("openai/", "emu2/")
+    exec(code, namespace)  # noqa: S102
     for call in (
         lambda: namespace["orq"].router.completions.create(  # type: ignore[attr-defined]
             model="emu/busy", prompt="x", retry={"count": 1, "on_codes": [429]}),
