@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from proxy.config import DEFAULT_CONFIG, ConfigError, load_config
@@ -20,13 +21,23 @@ def _default_config() -> Path:
     return local if local.is_file() else DEFAULT_CONFIG
 
 
+def version() -> str:
+    try:
+        return metadata.version("switchyard")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard", description="Async streaming LLM routing proxy")
+    parser.add_argument("--version", action="version", version=f"switchyard {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the proxy")
-    serve_cmd.add_argument("--config", type=Path, default=None, help="config file (default: %(default)s)")
+    serve_cmd.add_argument("--config", type=Path, default=None,
+                           help="config file; without it: $SWITCHYARD_CONFIG, else ./configs/switchyard.yaml, "
+                                "else the copy shipped in the package")
     serve_cmd.add_argument("--workers", type=int, default=None, help="worker processes (overrides server.workers)")
-    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check = commands.add_parser("check-config", help="validate a config file, report every problem, and exit")
     check.add_argument("file", type=Path)
     args = parser.parse_args(argv)
 
@@ -36,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(path)
         PromptRegistry.load(config.prompts.dir)  # stored prompts are part of the config
     except ConfigError as err:
-        print(f"switchyard: config error: {err}", file=sys.stderr)
+        for line in err.errors:
+            print(f"switchyard: config error: {line}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(f"{path}: ok ({len(config.providers)} providers: {', '.join(config.providers)}; "

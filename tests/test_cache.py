@@ -1,5 +1,7 @@
 """The exact-match cache over real sockets (DESIGN.md "Cache"), with the bounded memory backend
-(the session proxy) and real Redis at 127.0.0.1:6379 (db 15, flushed at the start).
+(the session proxy) and real Redis at 127.0.0.1:6379, db 15. Other programs may use that Redis and
+that db: these tests write only keys under a prefix unique to the run (`switchyard-test-<random>:`,
+the config's `cache.namespace`) and delete only those keys at the end; nothing is flushed.
 
 Stores run in the background after the answer is sent; with Redis a test waits until the entry
 is in Redis before it asks again, so it checks what is stored rather than a race.
@@ -14,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +27,8 @@ from tests.proxy_process import ProxyProcess
 
 URL = "/v2/router/completions"
 REDIS_URL = "redis://127.0.0.1:6379/15"
+NAMESPACE = f"switchyard-test-{uuid.uuid4().hex}:"  # every key this run writes, and only those
+REDIS_CACHE = f'cache: {{backend: redis, url: "{REDIS_URL}", namespace: "{NAMESPACE}"}}'
 CACHE = {"type": "exact_match", "ttl": 60}
 
 
@@ -74,15 +79,32 @@ def redis_client():
 @pytest.fixture(scope="module")
 def redis_db() -> Iterator[object]:
     client = redis_client()
-    client.flushdb()
     yield client
-    client.flushdb()
+    delete_ours(client)
     client.close()
+
+
+def delete_ours(client: Any) -> int:
+    ours = list(client.scan_iter(match=f"{NAMESPACE}*", count=1000))
+    return client.delete(*ours) if ours else 0
+
+
+def test_cleanup_deletes_only_this_runs_keys(redis_db: Any) -> None:
+    """Others' keys in the shared db survive (the suite used to flush db 15 at start and end)."""
+    theirs = f"someone-else-{uuid.uuid4().hex}"
+    redis_db.set(theirs, b"keep me", ex=60)
+    redis_db.set(f"{NAMESPACE}probe", b"ours", ex=60)
+    try:
+        assert delete_ours(redis_db) >= 1
+        assert redis_db.get(theirs) == b"keep me"
+        assert not list(redis_db.scan_iter(match=f"{NAMESPACE}*"))
+    finally:
+        redis_db.delete(theirs)
 
 
 @pytest.fixture(scope="module")
 def redis_proxy(emulator, redis_db, tmp_path_factory) -> Iterator[ProxyProcess]:
-    process = start_proxy(emulator, tmp_path_factory.mktemp("redis-1"), f'cache: {{backend: redis, url: "{REDIS_URL}"}}')
+    process = start_proxy(emulator, tmp_path_factory.mktemp("redis-1"), REDIS_CACHE)
     yield process
     process.stop()
 
@@ -98,7 +120,9 @@ class Backend:
 
     def entries(self) -> set[bytes]:
         """The keys in Redis (entries of earlier tests may expire meanwhile: compare names, not counts)."""
-        return set(self.redis.keys("*")) if self.redis is not None else set()  # type: ignore[attr-defined]
+        if self.redis is None:
+            return set()
+        return set(self.redis.scan_iter(match=f"{NAMESPACE}*", count=1000))  # type: ignore[attr-defined]
 
     def wait_stored(self, before: set[bytes]) -> None:
         """With Redis: until an entry not in `before` is there (stores are background tasks)."""
@@ -346,7 +370,7 @@ def test_a_stream_with_an_error_event_is_never_stored(proxy, upstream):
 
 @pytest.fixture(scope="module")
 def redis_proxy_2(emulator, redis_db, tmp_path_factory) -> Iterator[ProxyProcess]:
-    process = start_proxy(emulator, tmp_path_factory.mktemp("redis-2"), f'cache: {{backend: redis, url: "{REDIS_URL}"}}')
+    process = start_proxy(emulator, tmp_path_factory.mktemp("redis-2"), REDIS_CACHE)
     yield process
     process.stop()
 

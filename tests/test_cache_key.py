@@ -34,6 +34,7 @@ CONFIG = parse_config("""
 providers:
   emu: {type: openai, base_url: "http://127.0.0.1:9/v1"}
   emu2: {type: openai, base_url: "http://127.0.0.1:9/v1"}
+auth: {keys: [{name: t, key: "k-cache-key-test"}]}
 """)
 RESOLVE = TargetResolver(CONFIG)
 

@@ -17,6 +17,7 @@ from tests import promql_check
 from tests.conftest import KEY_A, start_proxy
 from tests.emulators.openai_server import OpenAIEmulator, Reply
 from tests.ops_tools import ALERTS, require, start_prometheus, stop
+from tests.proxy_process import ProxyProcess
 
 URL = "/v2/router/completions"
 
@@ -56,21 +57,24 @@ def test_dashboard_and_alert_queries_evaluate(upstream: OpenAIEmulator, tmp_path
     upstream.script("down", Reply(status=500))
     # A 429 then a 200 per round: enough pairs for every round.
     upstream.script("flaky", *[Reply(status=429) if i % 2 == 0 else Reply() for i in range(40)])
-    proxy = start_proxy(upstream, tmp_path / "proxy", args=["--workers", "2"])
-    prom_dir = tmp_path / "prometheus"
-    prom_dir.mkdir()
-    proc, prom = start_prometheus(prom_dir, proxy.port)
+    require("prometheus")  # before anything starts: a skip must leave no process behind
     stop_traffic = threading.Event()
+    proxy: ProxyProcess | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
-    def keep_sending() -> None:
+    def keep_sending(url: str) -> None:
         n = 0
         while not stop_traffic.is_set() and n < 20:
-            _traffic(proxy.url, n)
+            _traffic(url, n)
             n += 1
             time.sleep(0.4)
 
-    sender = threading.Thread(target=keep_sending, daemon=True)
     try:
+        proxy = start_proxy(upstream, tmp_path / "proxy", args=["--workers", "2"])
+        prom_dir = tmp_path / "prometheus"
+        prom_dir.mkdir()
+        proc, prom = start_prometheus(prom_dir, proxy.port)
+        sender = threading.Thread(target=keep_sending, args=(proxy.url,), daemon=True)
         sender.start()
         asyncio.run(promql_check.wait_for_data(prom, timeout=30, samples=4))
         exposed = set(re.findall(r"^(switchyard_\w+?)(?:_bucket|_sum|_count)?[{ ]",
@@ -81,10 +85,12 @@ def test_dashboard_and_alert_queries_evaluate(upstream: OpenAIEmulator, tmp_path
         concrete = promql_check.dashboard_expressions(variables={"provider": "emu", "model": "ok"})
         rules = promql_check.rule_expressions()
         results = asyncio.run(promql_check.check_expressions(prom, [*dashboard, *concrete, *rules]))
-    finally:
+    finally:  # every path: whatever was started is stopped
         stop_traffic.set()
-        stop(proc)
-        proxy.stop()
+        if proc is not None:
+            stop(proc)
+        if proxy is not None:
+            proxy.stop()
     failed = [(e, body.get("error")) for e, body in results if body.get("status") != "success"]
     assert not failed, failed
     # Panels over metrics the traffic produced must show something (the cache panels only once the
@@ -95,3 +101,27 @@ def test_dashboard_and_alert_queries_evaluate(upstream: OpenAIEmulator, tmp_path
     traffic = ("switchyard_requests_total", "switchyard_request_duration_seconds", "switchyard_tokens_total",
                "switchyard_time_to_first_token_seconds", "switchyard_retries_total", "switchyard_fallbacks_total")
     assert set(traffic) <= exposed, sorted(exposed)
+
+
+def test_a_skip_for_a_missing_prometheus_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Issue 9, item 9: the proxy used to start before the skip, outside the try/finally."""
+    import os
+    import sys
+
+    from tests.proxy_process import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["SWITCHYARD_TEST_HIDE_TOOLS"] = "prometheus"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+                           str(tmp_path / "run"), f"{Path(__file__).name}::test_dashboard_and_alert_queries_evaluate"],
+                          cwd=REPO / "tests", env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert "1 skipped" in done.stdout, done.stdout + done.stderr
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(tmp_path / "run").encode() in cmdline:
+            left.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    assert not left, left

@@ -103,3 +103,21 @@ def test_the_memory_cache_survives_a_reload_that_keeps_its_settings(upstream: Op
         assert [q.model for q in upstream.requests] == ["cached"]
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reload_that_changes_the_port_warns_that_it_was_not_applied(upstream: OpenAIEmulator, tmp_path: Path,
+                                                                       workers: int) -> None:
+    """Issue 9, item 8: `config reloaded` alone would say the new port is in force."""
+    proxy = start_proxy(upstream, tmp_path / "proxy", args=["--workers", str(workers)])
+    try:
+        text = proxy_config(upstream).replace("port: {port}", "port: 1").replace(
+            "  shutdown_grace_seconds: 5", "  shutdown_grace_seconds: 5\n  header_timeout_seconds: 3")
+        write_config(proxy, text)
+        proxy.signal(signal.SIGHUP)
+        warnings = wait_for_log(proxy, "config changes that need a restart were not applied", workers)
+        for line in warnings:
+            assert json.loads(line)["keys"] == ["server.port", "server.header_timeout_seconds"], line
+        assert post(proxy, KEY_A, "emu/m").status_code == 200  # still on the old port
+    finally:
+        proxy.stop()

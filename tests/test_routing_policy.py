@@ -293,6 +293,7 @@ def test_latency_aware_learns_the_fast_upstream(client, upstream):
 # -- config checks ---------------------------------------------------------------------------------------
 
 BASE = """
+auth: {keys: [{name: t, key: "sk-test-key-0123456789"}]}
 providers:
   emu: {type: openai, base_url: "http://127.0.0.1:9/v1"}
 aliases: {fast: emu/fast}
@@ -317,7 +318,7 @@ def test_group_config_errors_name_the_key(groups, message):
 
 def test_a_long_chain_of_groups_is_refused():
     groups = "\n".join(f"  g{i}: {{targets: [{{model: emu/m{i}}}], fallbacks: [g{i + 1}]}}" for i in range(20))
-    with pytest.raises(ConfigError, match="more than 16"):
+    with pytest.raises(ConfigError, match="more than 17"):
         parse_config(f"{BASE}groups:\n{groups}\n  g20: {{targets: [{{model: emu/m20}}]}}\n", "test.yaml")
 
 

@@ -214,3 +214,29 @@ def test_openai_mid_stream_error(oai, upstream, reply):
     assert caught.value.type == "api_error"
     if reply.error_event_after_chunks is not None:
         assert caught.value.message == "boom mid-stream"
+
+
+# -- the README's client examples (issue 9, item 11) -----------------------------------------------------
+def test_readme_clients_do_not_multiply_the_proxys_retries(proxy, upstream, monkeypatch):
+    """The SDKs built as the README builds them add no retries of their own: a request the proxy
+    retries once reaches the provider twice, not six times."""
+    from tests.proxy_process import REPO
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("With the official SDKs", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("SWITCHYARD_API_KEY", KEY_A)
+    upstream.script("llama-3-8b", Reply())  # what the example's own calls get
+    namespace: dict[str, object] = {}
+    code = block.replace("http://127.0.0.1:8080", proxy.url).replace("local/", "emu/").replace("openai/", "emu2/")
+    exec(code, namespace)  # noqa: S102
+    for call in (
+        lambda: namespace["orq"].router.completions.create(  # type: ignore[attr-defined]
+            model="emu/busy", prompt="x", retry={"count": 1, "on_codes": [429]}),
+        lambda: namespace["client"].completions.create(  # type: ignore[attr-defined]
+            model="emu/busy", prompt="x", extra_body={"retry": {"count": 1, "on_codes": [429]}}),
+    ):
+        upstream.reset()
+        upstream.script("busy", *[Reply(status=429)] * 12)
+        with pytest.raises(Exception):  # noqa: B017 - each SDK has its own error class
+            call()
+        assert len(upstream.requests) == 2, [r.body.get("model") for r in upstream.requests]

@@ -34,6 +34,8 @@ Request = TypeVar("Request", bound=RoutedRequest)
 
 def _validation_error(err: msgspec.ValidationError) -> ProxyError:
     path, what = validation_location(err)
+    if "matching regex" in what and "x1f" in what:  # ModelName's pattern: say it in words
+        what = "must not contain control characters (newlines, NUL, …)"
     missing = _MISSING.match(what)
     if missing:
         param = f"{path}.{missing['field']}" if path else missing["field"]
@@ -43,7 +45,20 @@ def _validation_error(err: msgspec.ValidationError) -> ProxyError:
     return bad_request(f"Invalid value for `{path}`: {what}", path)
 
 
-def _not_json(err: msgspec.DecodeError) -> ProxyError:
+# A UTF-16 surrogate escape that is not half of a pair: msgspec calls it "Input data was truncated".
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<![0-9a-fA-F]{4})(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _not_json(err: msgspec.DecodeError, body: bytes = b"") -> ProxyError:
+    if str(err) == "Input data was truncated":
+        lone = _LONE_SURROGATE.search(body)
+        if lone is not None:
+            escape = lone[0][-6:].decode()
+            return bad_request(f"Request body is not valid JSON: `{escape}` at byte {lone.end() - 6} is half of "
+                               "a UTF-16 surrogate pair without its other half", None)
     return bad_request(f"Request body is not valid JSON: {err}", None)
 
 
@@ -71,7 +86,7 @@ class BodyDecoder(Generic[Request]):
         except msgspec.ValidationError as err:
             request, extras = self._lenient(body, err)
         except msgspec.DecodeError as err:
-            raise _not_json(err) from None
+            raise _not_json(err, body) from None
         except RecursionError:  # `[[[[…]]]]` deeper than the interpreter's recursion limit
             raise bad_request("Request body is nested too deeply", None) from None
         self.check(request)
@@ -86,7 +101,7 @@ class BodyDecoder(Generic[Request]):
         except msgspec.ValidationError:  # a number out of range: the typed error says where
             raise _validation_error(typed_error) from None
         except msgspec.DecodeError as err:  # the typed decoder stopped before a syntax error
-            raise _not_json(err) from None
+            raise _not_json(err, body) from None
         except RecursionError:
             raise bad_request("Request body is nested too deeply", None) from None
         extras = None

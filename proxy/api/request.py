@@ -18,7 +18,6 @@ from msgspec import Meta
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
 Temperature = Annotated[float, Meta(ge=0, le=2)]
 Probability = Annotated[float, Meta(ge=0, le=1)]
-MaxTokens = Annotated[int, Meta(ge=0)]
 ChoiceCount = Annotated[int, Meta(ge=1, le=128)]
 StatusCode = Annotated[int, Meta(ge=100, le=599)]
 RetryCount = Annotated[int, Meta(ge=1, le=5)]
@@ -28,6 +27,14 @@ TimeoutMs = Annotated[float, Meta(ge=1)]
 TopK = Annotated[int, Meta(ge=1, le=100)]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 StopSequences = Annotated[list[str], Meta(max_length=4)]
+# Integers reach upstreams and the cache key (msgpack): keep them in a signed 64-bit range.
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+MaxTokens = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+# A model name becomes an upstream field, a response header and a log field: printable, bounded.
+ModelName = Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+\Z")]
+# Each fallback and balanced model may become an upstream call: bounded (README, "Routing").
+MAX_FALLBACKS = 16
+MAX_BALANCED_MODELS = 32
 
 
 class Base(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -36,7 +43,10 @@ class Base(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
 
 # -- routing ----------------------------------------------------------------------------------------
 class Fallback(Base):
-    model: NonEmptyStr
+    model: ModelName
+
+
+Fallbacks = Annotated[list[Fallback], Meta(max_length=MAX_FALLBACKS)]
 
 
 class Retry(Base):
@@ -50,13 +60,13 @@ class Cache(Base):
 
 
 class WeightedModel(Base):
-    model: NonEmptyStr
+    model: ModelName
     weight: Weight = 0.5
 
 
 class LoadBalancer(Base):
     type: Literal["weight_based"]
-    models: Annotated[list[WeightedModel], Meta(min_length=1)]
+    models: Annotated[list[WeightedModel], Meta(min_length=1, max_length=MAX_BALANCED_MODELS)]
 
 
 class Timeout(Base):
@@ -69,7 +79,7 @@ class ThinkingDisabled(Base, tag_field="type", tag="disabled"):
 
 
 class ThinkingEnabled(Base, tag_field="type", tag="enabled"):
-    budget_tokens: Annotated[int, Meta(ge=1024)]
+    budget_tokens: Annotated[int, Meta(ge=1024, le=2**63 - 1)]
     thinking_level: Literal["low", "medium", "high"] | None = None
 
 
@@ -138,7 +148,7 @@ class KnowledgeBaseQuery(Base):
 class Orq(Base):
     name: str | None = None
     retry: Retry | None = None
-    fallbacks: list[Fallback] | None = None
+    fallbacks: Fallbacks | None = None
     prompt: PromptRef | None = None
     identity: Identity | None = None
     contact: Identity | None = None  # deprecated alias of identity, same schema
@@ -156,10 +166,10 @@ class RoutedRequest(Base):
 
     # `model` is required by the spec; it is checked after decoding so the error can say so in
     # the same shape as every other error, and because a load balancer stands in for it.
-    model: str | None = None
+    model: ModelName | None = None
     user: str | None = None
     name: str | None = None
-    fallbacks: list[Fallback] | None = None
+    fallbacks: Fallbacks | None = None
     retry: Retry | None = None
     cache: Cache | None = None
     load_balancer: LoadBalancer | None = None
@@ -177,7 +187,7 @@ class SamplingRequest(RoutedRequest):
     frequency_penalty: Penalty | None = None
     max_tokens: MaxTokens | None = None
     presence_penalty: Penalty | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     stop: str | StopSequences | None = None
     temperature: Temperature | None = None
     top_p: Probability | None = None

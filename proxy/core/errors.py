@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     model_not_found = "model_not_found"
     not_found = "not_found"
     unsupported_parameter = "unsupported_parameter"
+    server_overloaded = "server_overloaded"
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):

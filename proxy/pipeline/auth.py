@@ -48,7 +48,11 @@ class KeyRing:
     def authenticate(self, authorization: str | None) -> ApiKey:
         if not authorization or not authorization[:7].lower() == "bearer ":
             raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
-        digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
+        try:
+            digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
+        except UnicodeEncodeError:  # bytes that were not UTF-8 (aiohttp keeps them as surrogates): no key of ours
+            raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication,
+                             code=ErrorCode.invalid_api_key) from None
         found: ApiKey | None = None
         for key in self.keys:  # no early exit: every key is compared every time
             if hmac.compare_digest(digest, key.digest):

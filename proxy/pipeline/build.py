@@ -36,7 +36,7 @@ def build_pipeline(runtime: Runtime) -> Next:
     return compose(
         [
             AuthorizeStage(),
-            TemplatingStage(runtime.prompts),
+            TemplatingStage(runtime.prompts, runtime.config.server.max_prompt_chars),
             KnowledgeStage(),
             SupportStage(runtime.connectors),
             CacheStage(runtime.cache, metrics),

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from proxy.api.request import Cache, LoadBalancer, Retry, RoutedRequest
-from proxy.config import MAX_POOLS, Config, GroupConfig, Strategy
+from proxy.config import Config, GroupConfig, Strategy
+from proxy.config_checks import MAX_POOLS
 from proxy.core.errors import ErrorCode, ProxyError
 from proxy.core.target import Target
 from proxy.health.circuit import View

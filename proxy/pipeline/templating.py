@@ -41,6 +41,31 @@ def input_values(inputs: dict[str, Any] | list[InputItem] | None) -> dict[str, s
     return {item.key: _text(item.value) for item in inputs}
 
 
+def rendered_size(template: str, values: dict[str, str]) -> int:
+    """The length `render` would produce, from placeholder counts and value lengths: a 60 KB
+    body of `{{a}}{{a}}…` with a 10 KB `a` must be refused before it becomes 100 MB."""
+    size = len(template)
+    for match in _PLACEHOLDER.finditer(template):
+        size += len(values.get(match[1], "")) - (match.end() - match.start())
+    return size
+
+
+def check_size(templates: list[tuple[str, dict[str, str]]], limit: int) -> None:
+    total = sum(rendered_size(template, values) for template, values in templates)
+    if total > limit:
+        raise ProxyError(413, f"The prompt after filling in `orq.inputs` would be {total} characters; the limit "
+                         f"is {limit}", param="orq.inputs", code=ErrorCode.payload_too_large)
+
+
+def _texts(message: Message) -> list[str]:
+    content = message.content
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [part.text for part in content if isinstance(part, TextPart)]
+    return []
+
+
 def render(template: str, values: dict[str, str], param: str) -> str:
     def fill(match: re.Match[str]) -> str:
         name = match[1]
@@ -63,8 +88,9 @@ def _rendered(message: Message, values: dict[str, str], param: str) -> Message:
 
 
 class TemplatingStage:
-    def __init__(self, prompts: PromptRegistry) -> None:
+    def __init__(self, prompts: PromptRegistry, max_chars: int) -> None:
         self.prompts = prompts
+        self.max_chars = max_chars
 
     def __call__(self, call: Call, next: Next) -> Awaitable[Outcome]:
         orq = call.request.orq
@@ -73,15 +99,16 @@ class TemplatingStage:
             if orq.prompt is not None:
                 self._stored(call, orq.prompt.id, values)
             elif call.chat.prompt is None:  # a chat: each message's text is a template
+                check_size([(text, values) for m in call.chat.messages for text in _texts(m)], self.max_chars)
                 call.chat = msgspec.structs.replace(
                     call.chat, messages=[_rendered(m, values, f"messages[{i}].content")
                                          for i, m in enumerate(call.chat.messages)])
             else:
                 prompt = call.chat.prompt
-                if isinstance(prompt, str):
-                    call.chat = with_prompt(call.chat, render(prompt, values, "orq.inputs"))
-                else:
-                    call.chat = with_prompt(call.chat, [render(p, values, "orq.inputs") for p in prompt])
+                prompts = [prompt] if isinstance(prompt, str) else prompt
+                check_size([(p, values) for p in prompts], self.max_chars)
+                rendered = [render(p, values, "orq.inputs") for p in prompts]
+                call.chat = with_prompt(call.chat, rendered[0] if isinstance(prompt, str) else rendered)
         return next(call)
 
     def _stored(self, call: Call, prompt_id: str, values: dict[str, str]) -> None:
@@ -97,6 +124,7 @@ class TemplatingStage:
             raise bad_request(f"`prompt` was given but stored prompt {prompt_id!r} has no {{{{prompt}}}} "
                               "placeholder to put it in; send an empty prompt", "prompt")
         requests = own if isinstance(own, list) else [own or ""]
+        check_size([(stored.template, {**values, "prompt": text}) for text in requests], self.max_chars)
         rendered = [render(stored.template, {**values, "prompt": text}, "orq.inputs") for text in requests]
         chat = with_prompt(call.chat, rendered if isinstance(own, list) else rendered[0])
         # The stored prompt's parameters are defaults: the request's own fields win.

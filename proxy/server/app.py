@@ -11,6 +11,7 @@ from aiohttp import web
 
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.server import handlers
+from proxy.server.request_log import log_request
 from proxy.server.state import SERVER, Server
 
 COMPLETIONS = "/v2/router/completions"
@@ -45,7 +46,9 @@ def make_app(server: Server, *, with_metrics: bool = True) -> web.Application:
         else:
             err = ProxyError(404, f"Not Found: {request.method} {request.path}", type=ErrorType.not_found,
                              code=ErrorCode.not_found)
-        return handlers.error_response(err, handlers.request_id(request))
+        rid = handlers.request_id(request)
+        log_request(server.logger, rid, None, err.status, request.path)  # every answer is in the request log
+        return handlers.error_response(err, rid)
 
     app.router.add_route("*", "/{tail:.*}", unrouted)
     return app

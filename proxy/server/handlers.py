@@ -9,6 +9,8 @@ import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.api import chat as chat_surface
 from proxy.api import completions as completions_surface
@@ -43,6 +45,24 @@ def error_response(err: ProxyError, rid: str) -> web.Response:
 
 def _too_large(limit: int) -> ProxyError:
     return ProxyError(413, f"Request body is larger than {limit} bytes", code=ErrorCode.payload_too_large)
+
+
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole body within `timeout` (a client trickling it would hold a connection forever),
+    decompressed as its Content-Encoding says; every failure is the client's 4xx."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
+    except TimeoutError:
+        raise ProxyError(408, f"The request body did not arrive within {timeout:g} s", type=ErrorType.timeout,
+                         code=ErrorCode.request_timeout, headers={"Connection": "close"}) from None
+    except (RequestPayloadError, HttpProcessingError) as err:  # bad gzip/deflate/br, broken chunking
+        encoding = request.headers.get("Content-Encoding", "")
+        what = f"is not valid {encoding}" if encoding else "could not be read"
+        raise ProxyError(400, f"The request body {what} ({type(err).__name__})",
+                         code=ErrorCode.invalid_request_body, headers={"Connection": "close"}) from None
 
 
 def _result_headers(call: Call) -> dict[str, str]:
@@ -95,10 +115,7 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > limits.max_body_bytes:
             raise _too_large(limits.max_body_bytes)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _too_large(limits.max_body_bytes) from None
+        body = await read_body(request, limits.max_body_bytes, limits.body_timeout_seconds)
         decoded, extras = surface.decode(body)
         server.metrics.request_started(stream=decoded.stream)
         counted = True
@@ -111,6 +128,8 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
             response = await sse.relay(request, call, result, _result_headers(call))
             if "stream_error" in call.log:
                 status = call.log["stream_error"]["status"]
+            if call.log.get("client_gone"):
+                status = 499  # as when the disconnect cancels the handler
             return response
         assert isinstance(result, Result)  # a stream is only opened for a streaming request
         call.usage = result.usage

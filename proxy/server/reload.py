@@ -17,7 +17,8 @@ from proxy.server.drain import Tracker
 from proxy.server.state import Server
 
 # Settings a running process cannot change: the sockets are bound, the workers forked.
-_RESTART_ONLY = ("host", "port", "workers", "metrics", "max_body_bytes")
+_RESTART_ONLY = ("host", "port", "workers", "metrics", "max_body_bytes", "header_timeout_seconds",
+                 "idle_timeout_seconds", "max_connections")
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:

@@ -61,6 +61,17 @@ def _timestamp() -> str:
     return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
+# Fields a client writes are capped in the log: a 1 MiB `thread.tags` must not be a 1 MiB log line.
+MAX_FIELD_CHARS = 256
+MAX_TAGS = 32
+
+
+def _cap(value: str | None) -> str | None:
+    if value is None or len(value) <= MAX_FIELD_CHARS:
+        return value
+    return f"{value[:MAX_FIELD_CHARS]}…(+{len(value) - MAX_FIELD_CHARS} chars)"
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
@@ -73,7 +84,6 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
     request = call.request
     duration = time.perf_counter() - call.started
     event.key = call.key.name if call.key else None
-    event.requested_model = request.model
     event.served_model = call.served.label if call.served else None
     event.stream = request.stream
     event.attempts = call.attempts
@@ -85,16 +95,21 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
     if call.usage is not None:
         event.prompt_tokens = call.usage.prompt_tokens
         event.completion_tokens = call.usage.completion_tokens
-    event.trace_name = request.name
+    event.requested_model = _cap(request.model)
+    event.trace_name = _cap(request.name)
     orq = request.orq
     if orq is not None:
-        event.trace_name = event.trace_name or orq.name
+        event.trace_name = event.trace_name or _cap(orq.name)
         identity = orq.identity or orq.contact
         if identity is not None:
-            event.identity_id = identity.id
+            event.identity_id = _cap(identity.id)
         if orq.thread is not None:
-            event.thread_id = orq.thread.id
-            event.thread_tags = orq.thread.tags
+            event.thread_id = _cap(orq.thread.id)
+            tags = orq.thread.tags
+            if tags is not None:
+                event.thread_tags = [_cap(t) or "" for t in tags[:MAX_TAGS]]
+                if len(tags) > MAX_TAGS:
+                    event.thread_tags.append(f"…(+{len(tags) - MAX_TAGS} tags)")
     log = call.log
     if log:
         event.prompt_id = log.get("prompt_id")

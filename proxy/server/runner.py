@@ -23,6 +23,7 @@ from proxy.runtime import Runtime
 from proxy.server import notify
 from proxy.server.app import make_app
 from proxy.server.drain import TRACKER, Tracker
+from proxy.server.protocol import Runner
 from proxy.server.reload import Reloader
 from proxy.server.request_metrics import RequestMetrics
 from proxy.server.state import Server
@@ -58,7 +59,8 @@ async def serve_forever(config: Config, *, reuse_port: bool = False,
     server.tracker = tracker
     # handler_cancellation: a client that disconnects cancels its handler, which closes the
     # upstream request at once instead of letting it generate tokens nobody reads.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=_CLOSE_SECONDS)
+    # Runner: protocol errors in our shape, header/idle timeouts, the connection cap (protocol.py).
+    runner = Runner(app, listen, logger, handler_cancellation=True, access_log=None, shutdown_timeout=_CLOSE_SECONDS)
     await runner.setup()
     metrics_runner = None
     try:

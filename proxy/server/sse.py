@@ -91,27 +91,33 @@ async def _fail(response: web.StreamResponse, call: Call, err: ProxyError) -> No
 
 async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStream[Any],
                 headers: dict[str, str]) -> web.StreamResponse:
+    """The answer relayed; `call.log["client_gone"]` says the client closed before its end."""
     frames = frames_of(outcome, call.surface, call.request)
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
-    await response.prepare(request)
     try:
-        call.first_token_seconds = time.perf_counter() - call.started  # the first content is in hand
-        call.stream_overhead = call.overhead_seconds()
-        async for batch in frames:
-            await response.write(batch)
-        await response.write(DONE)
-    except ProxyError as err:
-        await _fail(response, call, err)
-    except asyncio.CancelledError:
-        reason = drain.cancelled_by(request)
-        if reason is None:
-            raise  # the client went away: nobody to tell
-        # The deadline or SIGTERM's grace ran out mid-stream: say so in-band, and no [DONE].
-        await _fail(response, call, drain.cancellation_error(request, reason))
-    finally:
-        if isinstance(outcome, UpstreamStream):
-            call.upstream_seconds += outcome.waited
-            call.usage = outcome.usage or call.usage
-        await frames.aclose()
-    await response.write_eof()
+        await response.prepare(request)
+        try:
+            call.first_token_seconds = time.perf_counter() - call.started  # the first content is in hand
+            call.stream_overhead = call.overhead_seconds()
+            async for batch in frames:
+                await response.write(batch)
+            await response.write(DONE)
+        except ProxyError as err:
+            await _fail(response, call, err)
+        except asyncio.CancelledError:
+            reason = drain.cancelled_by(request)
+            if reason is None:
+                raise  # the client went away: nobody to tell
+            # The deadline or SIGTERM's grace ran out mid-stream: say so in-band, and no [DONE].
+            await _fail(response, call, drain.cancellation_error(request, reason))
+        finally:
+            if isinstance(outcome, UpstreamStream):
+                call.upstream_seconds += outcome.waited
+                call.usage = outcome.usage or call.usage
+            await frames.aclose()  # a client gone mid-write stops the upstream here too
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client closed between two writes, before aiohttp's cancellation reached us: the
+        # same disconnect (499), not a bug of ours (aiohttp raises ClientConnectionResetError).
+        call.log["client_gone"] = True
     return response

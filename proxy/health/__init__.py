@@ -1,0 +1,1 @@
+"""Provider health: circuit breakers and load figures (README, "Circuit breakers")."""

@@ -1,0 +1,1 @@
+"""Routing policy: balancing strategies and context-window errors (README, "Routing policy")."""
