@@ -171,6 +171,38 @@ class PromptsConfig(Strict):
     dir: str | None = None  # a folder of YAML prompt files, relative to the config file
 
 
+class LimitSet(Strict):
+    """One set of limits; every one is its own counter (README, "Limits and usage")."""
+
+    requests_per_minute: Annotated[int, Meta(ge=1)] | None = None
+    tokens_per_minute: Annotated[int, Meta(ge=1)] | None = None  # prompt + completion
+    concurrent_requests: Annotated[int, Meta(ge=1)] | None = None
+    tokens_per_day: Annotated[int, Meta(ge=1)] | None = None  # budgets: calendar periods, UTC
+    tokens_per_month: Annotated[int, Meta(ge=1)] | None = None
+    cost_per_day: Annotated[float, Meta(gt=0)] | None = None  # in the unit of `pricing`
+    cost_per_month: Annotated[float, Meta(gt=0)] | None = None
+
+
+class KeyLimits(LimitSet):
+    models: dict[str, LimitSet] = msgspec.field(default_factory=dict)  # glob of provider/model
+
+
+class LimitsConfig(Strict):
+    backend: Literal["memory", "redis"] | None = None  # unset: redis when the cache is redis
+    redis_url: str | None = None  # unset: the cache's url when the cache is redis
+    namespace: str = "switchyard"  # key prefix: unique per deployment sharing one Redis
+    on_redis_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    timeout_seconds: Positive = 0.25
+    slot_ttl_seconds: Positive | None = None  # unset: server.max_request_seconds + 30
+    default: KeyLimits | None = None  # for every key, field by field under the key's own
+    keys: dict[str, KeyLimits] = msgspec.field(default_factory=dict)
+
+
+class Price(Strict):
+    input_per_1m: Annotated[float, Meta(ge=0)] = 0.0
+    output_per_1m: Annotated[float, Meta(ge=0)] = 0.0  # completion tokens, reasoning included
+
+
 class Config(Strict):
     providers: dict[str, ProviderConfig]
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
@@ -182,6 +214,8 @@ class Config(Strict):
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     prompts: PromptsConfig = msgspec.field(default_factory=PromptsConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    pricing: dict[str, Price] = msgspec.field(default_factory=dict)  # provider/model glob, first match
     source: str = ""  # the file it came from, filled in by load_config
 
 
@@ -296,6 +330,7 @@ def _check(config: Config, source: str) -> None:
         raise fail("breakers.redis.url", "must be a redis:// URL such as redis://127.0.0.1:6379/0")
     if config.cache.backend == "redis" and not config.cache.url:
         raise fail("cache.url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
+    _check_limits(config, seen, fail)
     if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():
         config.prompts.dir = str((Path(source).parent / config.prompts.dir).resolve())
 
@@ -341,6 +376,24 @@ def _check_groups(config: Config, fail: Any) -> None:
         if walk(name, []) > MAX_POOLS:
             raise fail(f"groups.{name}.fallbacks", f"the fallback chain reaches more than {MAX_POOLS} "
                                                    "groups or models")
+
+
+def _check_limits(config: Config, key_names: set[str], fail: Any) -> None:
+    limits = config.limits
+    for name in limits.keys:
+        if name not in key_names:
+            raise fail(f"limits.keys.{name}", f"no key named {name!r} in auth.keys")
+    if limits.backend is None:
+        limits.backend = "redis" if config.cache.backend == "redis" else "memory"
+    if limits.backend == "redis":
+        limits.redis_url = limits.redis_url or (config.cache.url if config.cache.backend == "redis" else None)
+        if not limits.redis_url or not re.match(r"^rediss?://", limits.redis_url):
+            raise fail("limits.redis_url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
+    elif config.server.workers > 1 and (limits.default is not None or limits.keys):
+        # Per-process counters would multiply every limit by the worker count, silently.
+        raise fail("limits.backend", "memory counts per process; with server.workers > 1 use redis")
+    if limits.slot_ttl_seconds is None:
+        limits.slot_ttl_seconds = config.server.max_request_seconds + 30.0
 
 
 def _check_requirements(kind: ProviderType, path: str, type_name: str, fail: Any) -> None:
