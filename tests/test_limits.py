@@ -1,6 +1,6 @@
 """Per-key limits and usage (README, "Limits and usage") over real sockets, with real Redis at
-127.0.0.1:6379 shared by several proxy processes. Each test has its own key namespace and
-deletes only its own keys."""
+127.0.0.1:6379 shared by several proxy processes. The module has its own key namespace, emptied
+before each test (every counter lives in Redis), and deletes only its own keys."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ LIMITS = """
 """
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def redis_client() -> Iterator[object]:
     import redis
 
@@ -53,17 +53,28 @@ def redis_client() -> Iterator[object]:
     client.close()
 
 
-@pytest.fixture()
-def namespace(redis_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def _delete(client, ns: str) -> None:  # type: ignore[no-untyped-def]
+    keys = list(client.scan_iter(match=f"{ns}:*", count=500))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def shared_namespace(redis_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
     ns = f"switchyard-test-limits-{uuid.uuid4().hex[:12]}"
     yield ns
-    keys = list(redis_client.scan_iter(match=f"{ns}:*", count=500))
-    if keys:
-        redis_client.delete(*keys)
+    _delete(redis_client, ns)
+
+
+@pytest.fixture()
+def namespace(redis_client, shared_namespace: str) -> str:  # type: ignore[no-untyped-def]
+    """Every counter lives in Redis: deleting this namespace's keys gives a test fresh limits."""
+    _delete(redis_client, shared_namespace)
+    return shared_namespace
 
 
 def config(emulator: OpenAIEmulator, namespace: str, *, redis_url: str = REDIS, extra: str = "",
-           limits: str = LIMITS) -> str:
+           limits: str = LIMITS, backend: str = "redis") -> str:
     keys = "\n".join(f'    - {{name: {name}, key: "{secret}"}}' for name, secret in KEYS.items())
     return f"""
 server: {{host: 127.0.0.1, port: {{port}}, max_request_seconds: 20, shutdown_grace_seconds: 2}}
@@ -76,7 +87,7 @@ providers:
 pricing:
 {PRICING}
 limits:
-  backend: redis
+  backend: {backend}
   redis_url: "{redis_url}"
   namespace: {namespace}
 {extra}{limits}"""
@@ -86,12 +97,19 @@ def start(emulator: OpenAIEmulator, workdir: Path, namespace: str, **kwargs: str
     return ProxyProcess(config(emulator, namespace, **kwargs), workdir).start()
 
 
-@pytest.fixture()
-def proxies(upstream: OpenAIEmulator, tmp_path: Path, namespace: str) -> Iterator[list[ProxyProcess]]:
-    started = [start(upstream, tmp_path / f"p{i}", namespace) for i in range(2)]
+@pytest.fixture(scope="module")
+def two_proxies(emulator: OpenAIEmulator, tmp_path_factory: pytest.TempPathFactory,
+                shared_namespace: str) -> Iterator[list[ProxyProcess]]:
+    workdir = tmp_path_factory.mktemp("limits")
+    started = [start(emulator, workdir / f"p{i}", shared_namespace) for i in range(2)]
     yield started
     for process in started:
         process.stop()
+
+
+@pytest.fixture()
+def proxies(upstream: OpenAIEmulator, two_proxies: list[ProxyProcess], namespace: str) -> list[ProxyProcess]:
+    return two_proxies
 
 
 def post(proxy: ProxyProcess, key: str, model: str = "emu/m", **body: object) -> httpx.Response:
@@ -288,16 +306,18 @@ def test_an_unreachable_redis_is_the_configured_choice_and_says_so(upstream: Ope
 def test_budgets_stop_a_key_at_its_spend(proxies: list[ProxyProcess]) -> None:
     a, b = proxies
     # cost_per_day 5 at 1.9 a request: admitted at 0, 1.9, 3.8 spent; refused at 5.7.
-    assert [post(p, "cost").status_code for p in (a, b, a)] == [200, 200, 200]
+    answers = [post(p, "cost") for p in (a, b, a)]
+    assert [r.status_code for r in answers] == [200, 200, 200]
     refused = post(b, "cost")
     assert refused.status_code == 429 and error(refused)["param"] == "cost_per_day"
     assert int(refused.headers["retry-after"]) <= 86_400  # at the next UTC midnight
+    ids = {r.headers["x-request-id"] for r in answers}
     # tokens_per_month 20 at 12 a request: admitted at 0 and 12, refused at 24.
     assert [post(p, "tokens").status_code for p in (a, b)] == [200, 200]
     refused = post(a, "tokens")
     assert error(refused)["param"] == "tokens_per_month"
     assert int(refused.headers["retry-after"]) <= 31 * 86_400
-    costs = [e.get("cost") for p in (a, b) for e in log_events(p) if e.get("key") == "cost" and e["status"] == 200]
+    costs = [e.get("cost") for p in (a, b) for e in log_events(p) if e["request_id"] in ids]
     assert sorted(costs) == [1.9, 1.9, 1.9]
     samples = scrape(b)
     remaining = {dict(labels)["budget"]: v for (n, labels), v in samples.items()
@@ -335,3 +355,15 @@ def test_per_key_metrics_add_up_to_a_scripted_run(upstream: OpenAIEmulator, prox
     assert cost.keys() == {("rpm",), ("cost",)}
     assert cost[("rpm",)] == pytest.approx(3 * 1.9) and cost[("cost",)] == pytest.approx(1.9)
     assert total("switchyard_rate_limited_total", ("key", "limit")) == {("rpm", "requests_per_minute"): 1}
+
+
+def test_the_memory_backend_limits_one_instance(upstream: OpenAIEmulator, tmp_path: Path) -> None:
+    proxy = start(upstream, tmp_path, "memory", backend="memory")
+    try:
+        answers = [post(proxy, "rpm") for _ in range(5)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 200, 429]
+        assert [r.headers["x-ratelimit-remaining-requests"] for r in answers] == ["3", "2", "1", "0", "0"]
+        assert answers[1].headers["x-ratelimit-remaining-tokens"] == str(100000 - 12)
+        assert error(answers[4])["param"] == "requests_per_minute"
+    finally:
+        proxy.stop()
