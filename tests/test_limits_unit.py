@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,15 @@ pricing:
     assert pricing.cost("elsewhere/x", usage) == 0.0
     assert [duration(ms) for ms in (0, 20.2, 1000, 59_999, 60_000, 90_500, 119_000)] == [
         "0ms", "21ms", "1s", "1m0s", "1m0s", "1m30.5s", "1m59s"]
+
+
+def test_every_limits_and_pricing_key_is_in_the_readme() -> None:
+    import msgspec
+
+    from proxy.config import KeyLimits, LimitsConfig, Price
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Limits and usage"):readme.index("## Logs")]
+    fields = {f.name for struct in (LimitsConfig, KeyLimits, Price) for f in msgspec.structs.fields(struct)}
+    missing = sorted(name for name in fields if f"{name}:" not in section and f"`{name}`" not in section)
+    assert not missing, missing
