@@ -266,6 +266,25 @@ def test_a_crashed_instance_cannot_hold_a_slot(upstream: OpenAIEmulator, tmp_pat
         survivor.stop()
 
 
+def test_a_drained_instance_releases_its_slots(upstream: OpenAIEmulator, two_proxies: list[ProxyProcess],
+                                              tmp_path: Path, namespace: str) -> None:
+    stalled = f"emu/stalled-{uuid.uuid4().hex[:6]}"
+    upstream.script(stalled.split("/")[1], Reply(delay_s=10))
+    draining = start(upstream, tmp_path, namespace)  # shutdown_grace_seconds: 2, slots live 50 s
+    try:
+        results: list[int] = []
+        hold = threading.Thread(target=_hold_quietly, args=(draining, stalled, results))
+        hold.start()
+        time.sleep(0.4)
+        assert post(two_proxies[0], "conc").status_code == 429
+        draining.signal(signal.SIGTERM)  # the grace runs out, the request is cancelled: its finally runs
+        hold.join()
+        assert results == [503]
+        assert post(two_proxies[0], "conc").status_code == 200  # long before the slot would expire
+    finally:
+        draining.stop()
+
+
 def _hold_quietly(proxy: ProxyProcess, model: str, out: list[int]) -> None:
     try:
         out.append(post(proxy, "conc", model=model).status_code)

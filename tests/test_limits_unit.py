@@ -106,3 +106,23 @@ def test_every_limits_and_pricing_key_is_in_the_readme() -> None:
     fields = {f.name for struct in (LimitsConfig, KeyLimits, Price) for f in msgspec.structs.fields(struct)}
     missing = sorted(name for name in fields if f"{name}:" not in section and f"`{name}`" not in section)
     assert not missing, missing
+
+
+def test_key_labels_are_bounded_by_the_config_and_reasoning_is_counted() -> None:
+    from prometheus_client import generate_latest
+
+    from proxy.observability.metrics import Metrics
+
+    metrics = Metrics(["emu"])
+    metrics.add_keys(["team-a"])
+    metrics.key_usage(key="team-a", prompt=10, completion=30, reasoning=20, cost=0.5)
+    metrics.key_usage(key="someone-else", prompt=1, completion=1, reasoning=0, cost=0.0)
+    metrics.key_request(key="team-a", status=429)
+    metrics.key_request(key="team-a", status=999_999)
+    assert metrics.registry is not None
+    text = generate_latest(metrics.registry).decode()
+    assert 'switchyard_key_tokens_total{key="team-a",type="reasoning"} 20.0' in text
+    assert 'switchyard_key_tokens_total{key="other",type="prompt"} 1.0' in text
+    assert 'switchyard_key_cost_total{key="team-a"} 0.5' in text
+    assert 'switchyard_key_requests_total{key="team-a",status="other"} 1.0' in text
+    assert "someone-else" not in text

@@ -77,24 +77,24 @@ class Limiter:
         self._settling: set[asyncio.Task[None]] = set()
 
     # -- admission -----------------------------------------------------------------------------------
-    async def admit(self, call: Any) -> None:
-        """Raises the 429 (or, failing closed, the 503); otherwise the call carries its ticket."""
+    def plan(self, call: Any) -> list[Check]:
+        """The counters this request is checked against; none for a key without limits (the
+        stage then adds no coroutine frame to the request)."""
         key = call.key
-        if key is None:
-            return
+        if key is None or self.store is None or not self.rules.limited(key.name):
+            return []
+        models = [target.label for target, _ in call.route.named] if call.route is not None else []
+        return self.rules.checks(key.name, models)
+
+    async def admit(self, call: Any, checks: list[Check]) -> None:
+        """Raises the 429 (or, failing closed, the 503); otherwise the call carries its ticket."""
+        assert self.store is not None and call.key is not None
+        key = call.key
         ticket = Ticket(key.name)
         call.log[TICKET] = ticket
-        if self.store is None or not self.rules.limited(key.name):
-            return
-        models = [target.label for target, _ in call.route.named] if call.route is not None else []
-        checks = self.rules.checks(key.name, models)
-        if not checks:
-            return
         slot = f"{call.request_id}:{os.urandom(6).hex()}"
         try:
             admission = await self._call(self.store.admit(checks, slot, self.slot_ttl_ms))
-        except ProxyError:
-            raise
         except Exception as err:  # noqa: BLE001 - any store failure is the configured choice
             self._unavailable(err)
             if self.mode == "fail_open":
@@ -150,21 +150,22 @@ class Limiter:
         settling it in the store: the slot's release and the usage, as one task the handler
         awaits last in its `finally`. A second cancellation (a drain's deadline) cancels only
         that wait, never the release."""
-        ticket: Ticket | None = call.log.get(TICKET)
-        if ticket is None:
+        if call.key is None:
             return None
+        name = call.key.name
         usage = call.usage if call.cache_status != "hit" else None  # a cache hit cost nothing upstream
         tokens, cost = 0, 0.0
         metrics = self.metrics
-        metrics.key_request(key=ticket.key, status=status)
+        metrics.key_request(key=name, status=status)
         if usage is not None:
             served = call.served or call.target
             cost = self.pricing.cost(served.label, usage) if served is not None else 0.0
             tokens = usage.prompt_tokens + usage.completion_tokens
-            metrics.key_usage(key=ticket.key, prompt=usage.prompt_tokens, completion=usage.completion_tokens,
+            metrics.key_usage(key=name, prompt=usage.prompt_tokens, completion=usage.completion_tokens,
                               reasoning=usage.reasoning_tokens, cost=cost)
             call.log["cost"] = round(cost, 9)
-        if not ticket.checks or self.store is None:
+        ticket: Ticket | None = call.log.get(TICKET)
+        if ticket is None or not ticket.checks or self.store is None:
             return None
         task = asyncio.ensure_future(self._settle(ticket, tokens, cost))
         self._settling.add(task)

@@ -469,7 +469,7 @@ class Metrics:
         self._keys: frozenset[str] = frozenset()
         self.key_requests_total = Counter(
             "switchyard_key_requests_total",
-            "Requests per API key name that passed authentication and decoding, by HTTP status.",
+            "Requests per API key name (authenticated and decoded), by HTTP status.",
             ["key", "status"], registry=reg)
         self.key_tokens_total = Counter(
             "switchyard_key_tokens_total",
