@@ -79,6 +79,8 @@ def test_the_sliding_window_weighs_the_previous_minute(monkeypatch: pytest.Monke
     assert admit()[0] == 0
     clock[0] += 2  # 16 s in: 4 × (1 − 16/60) = 2.93, room for one
     assert admit()[:1] == (-1,) and admit()[0] == 0
+    clock[0] += 180  # minutes later the old buckets are gone, not kept forever
+    assert admit()[0] == -1 and len(store.values) == 1
 
 
 def test_pricing_and_durations() -> None:

@@ -23,6 +23,18 @@ class MemoryStore:
         self.values: dict[str, float] = {}  # window buckets and budgets
         self.expiry: dict[str, float] = {}  # ms
         self.slots: dict[str, dict[str, float]] = {}  # counter -> slot -> expiry ms
+        self.swept = 0.0
+
+    def _sweep(self, now: float) -> None:
+        """Past minutes' buckets are never read again: drop what expired, once a minute."""
+        if now - self.swept < WINDOW_MS:
+            return
+        self.swept = now
+        for key in [k for k, until in self.expiry.items() if until <= now]:
+            self.values.pop(key, None)
+            del self.expiry[key]
+        for counter in [c for c, slots in self.slots.items() if not self._live_slots(c, now)]:
+            del self.slots[counter]
 
     def _get(self, key: str, now: float) -> float:
         if key in self.expiry and self.expiry[key] <= now:
@@ -44,6 +56,7 @@ class MemoryStore:
 
     async def admit(self, checks: Sequence[Check], slot: str, slot_ttl_ms: int) -> Admission:
         now = time.time() * 1000
+        self._sweep(now)
         bucket = int(now // WINDOW_MS)
         elapsed = now - bucket * WINDOW_MS
         result = Admission(-1, 0.0, [], [])

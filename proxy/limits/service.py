@@ -38,6 +38,10 @@ _LOG_EVERY_SECONDS = 10.0
 _log = structlog.get_logger("switchyard.limits")
 
 
+class _Paused(ConnectionError):
+    """The store failed a moment ago and is skipped until `paused_until`."""
+
+
 @dataclass(slots=True)
 class Ticket:
     key: str
@@ -119,7 +123,7 @@ class Limiter:
     async def _call(self, step: Any) -> Any:
         if time.monotonic() < self.paused_until:
             step.close()
-            raise ConnectionError("paused after a recent store error")
+            raise _Paused("skipped after a recent store error")
         result = await asyncio.wait_for(step, self.timeout)
         if self.degraded:
             self.degraded = False
@@ -130,7 +134,7 @@ class Limiter:
     def _unavailable(self, err: BaseException) -> None:
         self.metrics.limiter_unavailable(mode=self.mode)
         now = time.monotonic()
-        if not str(err).startswith("paused"):
+        if not isinstance(err, _Paused):
             self.paused_until = now + _PAUSE_SECONDS
         self.degraded = True
         if now - self.logged_at >= _LOG_EVERY_SECONDS:
