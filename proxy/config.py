@@ -191,6 +191,38 @@ class PromptsConfig(Strict):
     dir: str | None = None  # a folder of YAML prompt files, relative to the config file
 
 
+class LimitSet(Strict):
+    """One set of limits; every one is its own counter (README, "Limits and usage")."""
+
+    requests_per_minute: Annotated[int, Meta(ge=1)] | None = None
+    tokens_per_minute: Annotated[int, Meta(ge=1)] | None = None  # prompt + completion
+    concurrent_requests: Annotated[int, Meta(ge=1)] | None = None
+    tokens_per_day: Annotated[int, Meta(ge=1)] | None = None  # budgets: calendar periods, UTC
+    tokens_per_month: Annotated[int, Meta(ge=1)] | None = None
+    cost_per_day: Annotated[float, Meta(gt=0)] | None = None  # in the unit of `pricing`
+    cost_per_month: Annotated[float, Meta(gt=0)] | None = None
+
+
+class KeyLimits(LimitSet):
+    models: dict[str, LimitSet] = msgspec.field(default_factory=dict)  # glob of provider/model
+
+
+class LimitsConfig(Strict):
+    backend: Literal["memory", "redis"] | None = None  # unset: redis when the cache is redis
+    redis_url: str | None = None  # unset: the cache's url when the cache is redis
+    namespace: str = "switchyard"  # key prefix: unique per deployment sharing one Redis
+    on_redis_error: Literal["fail_open", "fail_closed"] = "fail_open"
+    timeout_seconds: Positive = 0.25
+    slot_ttl_seconds: Positive | None = None  # unset: server.max_request_seconds + 30
+    default: KeyLimits | None = None  # for every key, field by field under the key's own
+    keys: dict[str, KeyLimits] = msgspec.field(default_factory=dict)
+
+
+class Price(Strict):
+    input_per_1m: Annotated[float, Meta(ge=0)] = 0.0
+    output_per_1m: Annotated[float, Meta(ge=0)] = 0.0  # completion tokens, reasoning included
+
+
 class Config(Strict):
     providers: dict[str, ProviderConfig]
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
@@ -202,6 +234,8 @@ class Config(Strict):
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     prompts: PromptsConfig = msgspec.field(default_factory=PromptsConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    pricing: dict[str, Price] = msgspec.field(default_factory=dict)  # provider/model glob, first match
     source: str = ""  # the file it came from, filled in by load_config
 
 

@@ -188,6 +188,7 @@ def semantic_errors(config: Config, folder: Path, local_defaults: dict[str, Any]
     if config.cache.backend == "redis" and not config.cache.url:
         add("cache.url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
     _check_groups(config, add)
+    _check_limits(config, add)
     shared = config.breakers.redis if config.breakers is not None else None
     if shared is not None and not re.match(r"^rediss?://", shared.url):
         add("breakers.redis.url", "must be a redis:// URL such as redis://127.0.0.1:6379/0")
@@ -202,6 +203,26 @@ def semantic_errors(config: Config, folder: Path, local_defaults: dict[str, Any]
             f"kills the process: TimeoutStopSec is {limit:g} s in {unit}; keep the grace at most "
             f"{limit - STOP_MARGIN_SECONDS:g} s or raise TimeoutStopSec")
     return problems
+
+
+def _check_limits(config: Config, add: Any) -> None:
+    """Limits name configured keys; the redis backend has a URL (the cache's by default); memory
+    counters with several workers would multiply every limit by the worker count, silently."""
+    limits = config.limits
+    key_names = {key.name for key in config.auth.keys}
+    for name in limits.keys:
+        if name not in key_names:
+            add(f"limits.keys.{name}", f"no key named {name!r} in auth.keys")
+    if limits.backend is None:
+        limits.backend = "redis" if config.cache.backend == "redis" else "memory"
+    if limits.backend == "redis":
+        limits.redis_url = limits.redis_url or (config.cache.url if config.cache.backend == "redis" else None)
+        if not limits.redis_url or not re.match(r"^rediss?://", limits.redis_url):
+            add("limits.redis_url", "the redis backend needs a url such as redis://127.0.0.1:6379/0")
+    elif config.server.workers > 1 and (limits.default is not None or limits.keys):
+        add("limits.backend", "memory counts per process; with server.workers > 1 use redis")
+    if limits.slot_ttl_seconds is None:
+        limits.slot_ttl_seconds = config.server.max_request_seconds + 30.0
 
 
 class _Cycle(Exception):

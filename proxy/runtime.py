@@ -6,6 +6,7 @@ from __future__ import annotations
 from proxy.cache.store import ResponseCache
 from proxy.config import Config
 from proxy.health.breakers import Breakers
+from proxy.limits.service import Limiter
 from proxy.observability.metrics import Metrics
 from proxy.pipeline.auth import KeyRing
 from proxy.pipeline.build import build_pipeline
@@ -25,6 +26,8 @@ class Runtime:
         self.config = config
         self.metrics = metrics
         self.keys = KeyRing(config.auth.keys)
+        metrics.add_keys(k.name for k in config.auth.keys)
+        self.limiter = Limiter(config, metrics)
         self.resolve = TargetResolver(config)
         self.prompts = PromptRegistry.load(config.prompts.dir)
         # A reload with unchanged cache settings hands over the running cache (see hand_over).
@@ -61,3 +64,4 @@ class Runtime:
             await self.cache.close()
         if self.owns_breakers and self.breakers is not None:
             await self.breakers.close()
+        await self.limiter.close()

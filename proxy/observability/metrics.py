@@ -225,6 +225,7 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self.build_info.labels(version or _default_version()).set(1)
+        self._init_key_metrics(reg)
 
         # Process-local counts behind the gauges: gauges are set from these, so they can never go
         # below zero, and in multiprocess mode each process owns exactly its share (livesum).
@@ -460,6 +461,81 @@ class Metrics:
             if r == result:
                 self._cache_children[result] = child
         child.inc()  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- per key (limits and usage)
+    def _init_key_metrics(self, reg: CollectorRegistry | None) -> None:
+        """Labelled by the API key's configured *name*: bounded by the config (DESIGN.md,
+        "Observability"); a name the config does not list is "other"."""
+        self._keys: frozenset[str] = frozenset()
+        self.key_requests_total = Counter(
+            "switchyard_key_requests_total",
+            "Requests per API key name (authenticated and decoded), by HTTP status.",
+            ["key", "status"], registry=reg)
+        self.key_tokens_total = Counter(
+            "switchyard_key_tokens_total",
+            "Tokens per API key name from upstream usage, by type (prompt|completion|reasoning; "
+            "completion includes reasoning).", ["key", "type"], registry=reg)
+        self.key_cost_total = Counter(
+            "switchyard_key_cost_total",
+            "Cost per API key name, from usage and the config's pricing table (its currency).",
+            ["key"], registry=reg)
+        self.rate_limited_total = Counter(
+            "switchyard_rate_limited_total",
+            "Requests refused with 429 by a per-key limit, by limit kind.", ["key", "limit"], registry=reg)
+        self.budget_remaining = Gauge(
+            "switchyard_key_budget_remaining",
+            "What is left of a key's budget in its current period (tokens or cost), as last seen.",
+            ["key", "budget", "scope"], registry=reg, multiprocess_mode="mostrecent")
+        self.limiter_unavailable_total = Counter(
+            "switchyard_limiter_unavailable_total",
+            "Requests the limiter could not check or settle (its Redis unreachable), by the "
+            "configured behaviour (fail_open|fail_closed).", ["mode"], registry=reg)
+        self.limiter_degraded = Gauge(
+            "switchyard_limiter_degraded",
+            "1 while the limiter cannot reach its store, else 0.", registry=reg, multiprocess_mode="livemax")
+        self.limiter_degraded.set(0)
+        self._key_children: dict[tuple, Any] = {}
+
+    def add_keys(self, names: Iterable[str]) -> None:
+        """Key names from the config (a reload adds; requests on the old config keep theirs)."""
+        self._keys = self._keys | frozenset(str(n) for n in names)
+
+    def _key(self, name: object) -> str:
+        return name if name in self._keys else OTHER  # type: ignore[return-value]
+
+    def _key_child(self, metric: Any, *labels: str) -> Any:
+        cache_key = (id(metric), *labels)
+        child = self._key_children.get(cache_key)
+        if child is None:
+            child = self._key_children[cache_key] = metric.labels(*labels)
+        return child
+
+    def key_request(self, *, key: str, status: int) -> None:
+        s = str(status)
+        if len(s) != 3 or not s.isdigit():
+            s = OTHER
+        self._key_child(self.key_requests_total, self._key(key), s).inc()
+
+    def key_usage(self, *, key: str, prompt: int, completion: int, reasoning: int, cost: float) -> None:
+        k = self._key(key)
+        for kind, value in (("prompt", prompt), ("completion", completion), ("reasoning", reasoning)):
+            if value and value > 0:
+                self._key_child(self.key_tokens_total, k, kind).inc(value)
+        if cost > 0:
+            self._key_child(self.key_cost_total, k).inc(cost)
+
+    def rate_limited(self, *, key: str, limit: str) -> None:
+        self._key_child(self.rate_limited_total, self._key(key), limit).inc()
+
+    def key_budget(self, *, key: str, budget: str, scope: str, remaining: float) -> None:
+        self._key_child(self.budget_remaining, self._key(key), budget, scope).set(max(0.0, remaining))
+
+    def limiter_unavailable(self, *, mode: str) -> None:
+        self._key_child(self.limiter_unavailable_total, mode).inc()
+        self.limiter_degraded.set(1)
+
+    def limiter_ok(self) -> None:
+        self.limiter_degraded.set(0)
 
     # ---------------------------------------------------------------- exposition
     def render(self) -> tuple[bytes, str]:

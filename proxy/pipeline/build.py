@@ -1,6 +1,6 @@
 """The request path, readable top to bottom:
 
-    auth → templating → knowledge → support check → cache → load balancer → fallback → retry
+    auth → limits → templating → knowledge → support check → cache → load balancer → fallback → retry
     → timeout → connector
 """
 
@@ -14,6 +14,7 @@ from proxy.pipeline.cache import CacheStage
 from proxy.pipeline.dispatch import DispatchStage
 from proxy.pipeline.fallback import FallbackStage
 from proxy.pipeline.knowledge import KnowledgeStage
+from proxy.pipeline.limits import LimitStage
 from proxy.pipeline.retry import (
     AttemptObserver,
     BreakerObserver,
@@ -36,6 +37,7 @@ def build_pipeline(runtime: Runtime) -> Next:
     return compose(
         [
             AuthorizeStage(),
+            LimitStage(runtime.limiter),
             TemplatingStage(runtime.prompts, runtime.config.server.max_prompt_chars),
             KnowledgeStage(),
             SupportStage(runtime.connectors),

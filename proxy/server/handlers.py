@@ -17,6 +17,7 @@ from proxy.api import completions as completions_surface
 from proxy.api.surface import Surface
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.core.model import Result
+from proxy.limits.service import HEADERS as LIMIT_HEADERS
 from proxy.pipeline.call import Call
 from proxy.pipeline.routing import resolve_route
 from proxy.providers.llamacpp.process import managed_servers
@@ -76,6 +77,7 @@ def _result_headers(call: Call) -> dict[str, str]:
         headers["x-switchyard-model"] = call.served.label
     if call.cache_status is not None:
         headers["x-switchyard-cache"] = call.cache_status
+    headers.update(call.log.get(LIMIT_HEADERS, ()))  # a limited key's x-ratelimit-* on every answer
     return headers
 
 
@@ -141,6 +143,8 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
         response = error_response(err, rid)
         if call is not None and call.attempts:  # what was tried, as on a success
             response.headers["x-switchyard-attempts"] = str(len(call.attempts))
+        if call is not None:
+            response.headers.update(call.log.get(LIMIT_HEADERS, ()))
         return response
     except asyncio.CancelledError:
         reason = drain.cancelled_by(request)
@@ -156,10 +160,14 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
         return error_response(ProxyError(500, "Internal error; the request id is in the logs",
                                          type=ErrorType.internal, code=ErrorCode.internal_error), rid)
     finally:
+        # Per-key usage and cost, and the release of the key's concurrency slot, on every path.
+        settling = runtime.limiter.finish(call, status) if call is not None else None
         if tracker is not None:
             tracker.leave(task)
         server.metrics.request_done(call, status, counted, surface.name)
         log_request(server.logger, rid, call, status, request.path)
+        if settling is not None:  # last: a second cancellation skips only this wait
+            await settling
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -38,6 +38,9 @@ class RequestEvent(msgspec.Struct, omit_defaults=True):
     ttft_ms: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost: float | None = None  # from the config's pricing table
+    rate_limited: str | None = None  # the per-key limit that refused it (its param)
     trace_name: str | None = None
     identity_id: str | None = None
     thread_id: str | None = None
@@ -95,6 +98,7 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
     if call.usage is not None:
         event.prompt_tokens = call.usage.prompt_tokens
         event.completion_tokens = call.usage.completion_tokens
+        event.reasoning_tokens = call.usage.reasoning_tokens or None
     event.requested_model = _cap(request.model)
     event.trace_name = _cap(request.name)
     orq = request.orq
@@ -116,6 +120,9 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
         event.prompt_version = log.get("prompt_version")
         event.stream_error = log.get("stream_error")
         event.circuit_open = log.get("circuit_open")
+        event.cost = log.get("cost")
+        limits = log.get("_limits")
+        event.rate_limited = limits.limited if limits is not None else None
     return event
 
 
