@@ -1,12 +1,15 @@
 """Naive pass-through proxy: the reference target. No parsing, no auth, no routing.
 
 POST /v2/router/completions -> POST {upstream}/completions with the same body;
-the response is relayed as-is, streams chunk by chunk.
+the response is relayed as-is, streams chunk by chunk. ``--processes N`` forks N processes
+sharing the port with SO_REUSEPORT, the reference for Switchyard's ``--workers N``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -53,7 +56,29 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9000/v1")
+    ap.add_argument("--processes", type=int, default=1, help="processes sharing the port with SO_REUSEPORT")
     args = ap.parse_args()
+    children = []
+    for _ in range(max(1, args.processes) - 1):
+        pid = os.fork()  # before any event loop exists
+        if pid == 0:
+            try:
+                _run(args)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    try:
+        _run(args)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def _run(args: argparse.Namespace) -> None:
     web.run_app(
         make_app(args.upstream),
         host=args.host,
@@ -61,6 +86,7 @@ def main() -> None:
         access_log=None,
         print=None,
         backlog=4096,
+        reuse_port=True,
         loop=uvloop.new_event_loop(),
         shutdown_timeout=1.0,
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -33,12 +35,28 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def pinned(argv: list[str], cpus: tuple[int, ...] | None) -> list[str]:
+    """argv run pinned to `cpus` from its first instruction (processes it forks inherit it).
+
+    A tiny Python trampoline sets the affinity then execs argv, so the pid is argv's own
+    (what /proc sampling needs) and no preexec_fn or external taskset is involved.
+    """
+    if not cpus:
+        return argv
+    cores = ",".join(map(str, cpus))
+    code = f"import os, sys; os.sched_setaffinity(0, {{{cores}}}); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", code, shutil.which(argv[0]) or argv[0], *argv[1:]]
+
+
 class Service:
     """One child process in its own session, so stop() also reaches any workers it forks."""
 
-    def __init__(self, name: str, argv: list[str], health_url: str, log_path: Path, cwd: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], health_url: str, log_path: Path, cwd: Path, cpus: tuple[int, ...] | None
+    ) -> None:
         self.name = name
-        self.argv = argv
+        self.cpus = cpus  # pinned to these cores (its forked workers inherit it); None: not pinned
+        self.argv = pinned(argv, cpus)
         self.health_url = health_url
         self.log_path = log_path
         self.cwd = cwd
