@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     profile_name = "quick" if args.quick else "default"
     profile = PROFILES[profile_name]
     scenarios = select(args.only, args.quick)
-    runs = runs_for(scenarios)
+    runs = runs_for(scenarios, args.quick)
     raise_nofile()
     rounds = args.rounds or profile.rounds
     lay = layout(args.pin == "auto")
