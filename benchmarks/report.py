@@ -297,7 +297,7 @@ def _checks(results: Results, unavailable: dict[str, str], selected: set[str]) -
             if t in unavailable:
                 entry[t] = {"status": "unavailable"}
             elif m is None:
-                entry[t] = {"status": "not measured"}
+                entry[t] = {"status": "—"}  # not run (e.g. --quick) or its run failed (see Problems)
             else:
                 entry[t] = {"measured": round(m[0], 4), "shown": fmt.format(m[0]), "status": "PASS" if m[1] else "FAIL"}
         out.append(entry)
