@@ -154,6 +154,21 @@ def rss_bytes(root: int) -> int:
     return total
 
 
+def pss_bytes(root: int) -> int:
+    """Sum of Pss over the tree: shared pages split between the processes sharing them, so forked
+    workers are not counted twice (but libraries shared with unrelated processes count less too)."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
 def cpu_seconds(root: int) -> float:
     """user+system CPU time consumed so far by the tree."""
     total = 0

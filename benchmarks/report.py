@@ -30,7 +30,7 @@ REFERENCE = {a: b for a, b in PAIRS}  # switchyard target -> its naive reference
 
 # ---- merging the rounds of one run ----
 _SUMMED = {"ok", "errors", "completed_total", "target_cpu_s", "generator_cpu_s"}
-_MAXED = {"rss_peak_mb", "foreign_cpu_cores", "mock_cpu_util"}
+_MAXED = {"rss_peak_mb", "pss_peak_mb", "foreign_cpu_cores", "mock_cpu_util"}
 _COUNTS = {"error_kinds", "header_counts"}
 
 
@@ -164,6 +164,8 @@ ROWS: tuple[Row, ...] = (
         "{:,.1f}"),
     Row("streams_1000", "  TTFB p99, ms", f"burst:slow:{BURST}", path("ttfb_ms", "p99"), "{:,.1f}"),
     Row("streams_1000", "  peak RSS of the process tree, MB", f"burst:slow:{BURST}", path("rss_peak_mb"), "{:,.1f}"),
+    Row("streams_1000", "  peak PSS of the process tree, MB (shared pages split)", f"burst:slow:{BURST}",
+        path("pss_peak_mb"), "{:,.1f}"),
     Row("streams_1000", "  RSS before, MB", f"burst:slow:{BURST}", path("rss_before_mb"), "{:,.1f}"),
     Row("streams_1000", "  streams open at once (peak)", f"burst:slow:{BURST}", path("peak_open_streams")),
     Row("cache", f"Cache-hit throughput, req/s (C={CONCURRENCY})", f"closed:cache:{C}", path("rps"),

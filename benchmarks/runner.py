@@ -17,6 +17,7 @@ from .procs import (
     cpu_seconds,
     free_port,
     pinned,
+    pss_bytes,
     rss_bytes,
     system_busy_seconds,
 )
@@ -163,6 +164,7 @@ def run_one(run: Run, stack: Stack, profile: Profile) -> dict:
     target = stack.services[run.target]
     argv = loadgen_argv(run, stack.urls[run.target], profile)
     rss_before = peak = rss_bytes(target.pid)
+    pss_peak = pss_bytes(target.pid)
     cpu_before = {name: cpu_seconds(svc.pid) for name, svc in stack.services.items()}
     busy_before, gen_before, wall_before = system_busy_seconds(), children_cpu_seconds(), time.monotonic()
     budget = profile.warmup * profile.bursts + max(profile.closed, profile.open) + 60 * profile.bursts
@@ -179,6 +181,8 @@ def run_one(run: Run, stack: Stack, profile: Profile) -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"load generator exceeded {budget:.0f}s")
             peak = max(peak, rss_bytes(target.pid))
+            if run.mode == "burst":  # PSS costs a page-table walk; only the memory scenario needs it
+                pss_peak = max(pss_peak, pss_bytes(target.pid))
             time.sleep(_SAMPLE_S)
         out, err = gen.communicate()
     finally:
@@ -203,6 +207,7 @@ def run_one(run: Run, stack: Stack, profile: Profile) -> dict:
     result["mock_cpu_us_per_request"] = round(used["direct"] / done * 1e6, 1) if done else None
     result["rss_before_mb"] = round(rss_before / 2**20, 1)
     result["rss_peak_mb"] = round(peak / 2**20, 1)
+    result["pss_peak_mb"] = round(pss_peak / 2**20, 1)
     # CPU used by processes that are not ours (other jobs on the box): the noise indicator.
     result["foreign_cpu_cores"] = round(max(0.0, system_busy_seconds() - busy_before - ours) / wall, 2)
     return result
