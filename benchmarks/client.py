@@ -26,13 +26,12 @@ def build_request(host: str, port: int, path: str, body: bytes, headers: dict[st
 class Exchange:
     """What one request/response produced."""
 
-    __slots__ = ("body", "end", "error", "events", "header_value", "status", "tail", "ttfb")
+    __slots__ = ("body", "end", "error", "header_value", "status", "tail", "ttfb")
 
     def __init__(self) -> None:
         self.status = 0
         self.ttfb: float | None = None  # absolute time of the first body bytes
         self.end = 0.0
-        self.events = 0  # ``data:`` events seen (streams)
         self.tail = b""  # last bytes of the body (streams: to find ``[DONE]``)
         self.body: list[bytes] = []  # whole body (non-stream only)
         self.header_value: bytes | None = None
