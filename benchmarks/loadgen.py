@@ -233,7 +233,9 @@ async def bursts(pool: Pool, rec: Recorder) -> float:
         t0 = now()
         if last:
             rec.window_start, rec.window_end = t0, math.inf
-        await asyncio.gather(*(one(burst_pool, r, t0, counted_by_start=True, reuse=False) for _ in range(cfg.concurrency)))
+        await asyncio.gather(
+            *(one(burst_pool, r, t0, counted_by_start=True, reuse=False) for _ in range(cfg.concurrency))
+        )
         elapsed = now() - t0
         burst_pool.close()
         if not last:

@@ -10,8 +10,9 @@ To benchmark another upstream wire format (e.g. a translated provider such as An
 side is a ``ProviderPath`` in ``scenarios.py``.
 
 Stream shape: a model name containing ``stream-<N>x<MS>`` streams N content events MS ms
-apart (one write per event; usage and ``[DONE]`` go with the last); one containing ``-each`` writes one event per write without a
-delay; anything else uses the mock's command-line defaults.
+apart (one write per event; usage and ``[DONE]`` go with the last); one containing ``-each``
+writes one event per write without a delay; anything else uses the mock's command-line
+defaults.
 """
 
 from __future__ import annotations

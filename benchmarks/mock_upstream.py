@@ -99,7 +99,8 @@ class MockProtocol(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        req = _Request(self.parser.get_method(), b"".join(self.url), b"".join(self.body), self.parser.should_keep_alive())
+        p = self.parser
+        req = _Request(p.get_method(), b"".join(self.url), b"".join(self.body), p.should_keep_alive())
         self.url.clear()
         self.body.clear()
         self.queue.append(req)

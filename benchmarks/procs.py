@@ -52,7 +52,13 @@ class Service:
     """One child process in its own session, so stop() also reaches any workers it forks."""
 
     def __init__(
-        self, name: str, argv: list[str], health_url: str, log_path: Path, cwd: Path, cpus: tuple[int, ...] | None
+        self,
+        name: str,
+        argv: list[str],
+        health_url: str,
+        log_path: Path,
+        cwd: Path,
+        cpus: tuple[int, ...] | None = None,
     ) -> None:
         self.name = name
         self.cpus = cpus  # pinned to these cores (its forked workers inherit it); None: not pinned

@@ -137,7 +137,8 @@ _US = "{:,.1f}"
 _CORES = "{:.2f}"
 ROWS: tuple[Row, ...] = (
     Row("throughput", f"Non-stream throughput, req/s (C={CONCURRENCY})", f"closed:plain:{C}", path("rps")),
-    Row("throughput", "  CPU per request, µs (direct: the mock's)", f"closed:plain:{C}", path("cpu_us_per_request"), _US),
+    Row("throughput", "  CPU per request, µs (direct: the mock's)", f"closed:plain:{C}", path("cpu_us_per_request"),
+        _US),
     Row("throughput", "  mock busy, cores", f"closed:plain:{C}", path("mock_cpu_util"), _CORES, ratios=False),
     Row(
         "stream_one",
