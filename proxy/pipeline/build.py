@@ -37,7 +37,7 @@ def build_pipeline(runtime: Runtime) -> Next:
         [
             AuthorizeStage(),
             TemplatingStage(runtime.prompts, runtime.config.server.max_prompt_chars),
-            KnowledgeStage(),
+            KnowledgeStage(runtime.knowledge),
             SupportStage(runtime.connectors),
             CacheStage(runtime.cache, metrics),
             balance,

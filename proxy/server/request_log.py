@@ -46,6 +46,7 @@ class RequestEvent(msgspec.Struct, omit_defaults=True):
     prompt_version: int | None = None
     stream_error: dict[str, Any] | None = None
     circuit_open: list[str] | None = None  # candidates skipped because their circuit breaker was open
+    knowledge: list[dict[str, Any]] | None = None  # per knowledge base searched: key and chunk ids used
 
 
 _encode = msgspec.json.Encoder().encode
@@ -116,6 +117,7 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
         event.prompt_version = log.get("prompt_version")
         event.stream_error = log.get("stream_error")
         event.circuit_open = log.get("circuit_open")
+        event.knowledge = log.get("knowledge")
     return event
 
 
