@@ -6,6 +6,7 @@ service that refuses to start must say exactly what to fix.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -210,8 +211,10 @@ class DeclaredKnowledgeBase(Strict):
 
 
 class KnowledgeConfig(Strict):
-    backend: Literal["sqlite"] = "sqlite"  # a shared backend (postgres) is not built yet
-    path: str = "switchyard-knowledge.db"  # relative to the config file
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = "switchyard-knowledge.db"  # sqlite: relative to the config file
+    url: str | None = None  # postgres: postgresql://user@host:port/database
+    schema: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "switchyard_knowledge"  # postgres
     embedding_batch: Annotated[int, Meta(ge=1, le=2048)] = 64  # texts per /embeddings call
     embedding_timeout_seconds: Positive = 30.0
     # How retrieved chunks enter the prompt: `{context}` is the chunks joined by a blank line.
@@ -295,7 +298,8 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
     if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():
         config.prompts.dir = str((Path(source).parent / config.prompts.dir).resolve())
     knowledge = config.knowledge
-    if knowledge is not None and knowledge.path != ":memory:" and not Path(knowledge.path).is_absolute():
+    if knowledge is not None and knowledge.backend == "sqlite" and knowledge.path != ":memory:" \
+            and not Path(knowledge.path).is_absolute():
         knowledge.path = str((Path(source).parent / knowledge.path).resolve())
     return config
 
@@ -320,6 +324,13 @@ def knowledge_problems(config: Config) -> list[Problem]:
     if knowledge is None:
         return []
     problems: list[Problem] = []
+    if knowledge.backend == "postgres":
+        if not knowledge.url:
+            problems.append(("knowledge.url",
+                             "the postgres backend needs a url such as postgresql://127.0.0.1:5432/switchyard"))
+        if importlib.util.find_spec("asyncpg") is None:
+            problems.append(("knowledge.backend",
+                             "postgres needs asyncpg, which is not installed: pip install 'switchyard[postgres]'"))
     if "{context}" not in knowledge.template:
         problems.append(("knowledge.template", "must contain `{context}`, where the retrieved chunks go"))
     names = {key.name for key in config.auth.keys}

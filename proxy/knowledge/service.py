@@ -40,8 +40,15 @@ def not_found(ident: str, param: str | None = None) -> ProxyError:
 
 
 def open_store(config: Config) -> Store:
-    assert config.knowledge is not None
-    return SQLiteStore(config.knowledge.path)
+    knowledge = config.knowledge
+    assert knowledge is not None
+    if knowledge.backend == "postgres":
+        # asyncpg is imported only when configured
+        from proxy.knowledge.postgres import PostgresStore
+
+        assert knowledge.url is not None
+        return PostgresStore(knowledge.url, knowledge.schema)
+    return SQLiteStore(knowledge.path)
 
 
 def _declared(base: DeclaredKnowledgeBase, existing: KnowledgeBase | None) -> KnowledgeBase:

@@ -16,7 +16,7 @@ from proxy.knowledge.records import Chunk, Datasource, KnowledgeBase, Metadata, 
 # How many keyword hits a search reads before metadata filtering and top_k (README, "Scores").
 KEYWORD_CANDIDATES = 1000
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"\w*[^\W_]\w*", re.UNICODE)  # a word with at least one letter or digit
 
 
 def terms(query: str) -> list[str]:
