@@ -20,9 +20,12 @@ import httpx
 import pytest
 from orq_ai_sdk import Orq
 
-from tests.conftest import KEY_A, KEY_B, start_proxy
+from tests.conftest import KEY_A, KEY_B, proxy_config
+from tests.emulators.google_server import GoogleEmulator
 from tests.emulators.openai_server import OpenAIEmulator, Reply
 from tests.proxy_process import ProxyProcess
+
+GKEY = "AIza-upstream-0123456789"
 
 EMBED = "emu/text-embedding-3-small"
 CORPUS = [
@@ -77,13 +80,22 @@ def pg_database() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[GoogleEmulator]:
+    with GoogleEmulator(api_key=GKEY) as emu:
+        yield emu
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def kproxy(request: pytest.FixtureRequest, emulator: OpenAIEmulator,
+def kproxy(request: pytest.FixtureRequest, emulator: OpenAIEmulator, gemini: GoogleEmulator,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     tmp = tmp_path_factory.mktemp("knowledge")
     with ExitStack() as stack:
         database = stack.enter_context(pg_database()) if request.param == "postgres" else ""
-        process = start_proxy(emulator, tmp, knowledge_config(request.param, tmp, database))
+        config = proxy_config(emulator, knowledge_config(request.param, tmp, database)).replace(
+            "providers:\n", f'providers:\n  gem: {{type: google, base_url: "{gemini.base_url}", api_key: "{GKEY}"}}\n',
+            1)
+        process = ProxyProcess(config, tmp).start()
         stack.callback(process.stop)
         yield process
 
@@ -317,6 +329,23 @@ def test_completion_upstream_sees_the_injected_context(api: httpx.Client, kproxy
             break
         time.sleep(0.05)
     assert events and events[-1]["knowledge"] == [{"knowledge_id": key, "chunk_ids": [chunk[0]]}]
+
+
+def test_chat_upstream_sees_the_context_as_a_system_message(api: httpx.Client, gemini: GoogleEmulator) -> None:
+    kb, _, _ = make_kb(api)
+    gemini.reset()
+    r = api.post("/v2/router/chat/completions", json={
+        "model": "gem/gemini-2.0-flash",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is the office?"},
+                     {"role": "assistant", "content": "Downtown."}, {"role": "user", "content": "Reimbursement?"}],
+        "orq": {"knowledge_bases": [{"knowledge_id": kb, "top_k": 1, "search_type": "vector_search"}]}})
+    assert r.status_code == 200, r.text
+    sent = gemini.requests[-1].body
+    assert sent is not None
+    system = " ".join(part["text"] for part in sent["systemInstruction"]["parts"])
+    assert "Be brief." in system and CORPUS[0]["text"] in system  # the last user message's search, not the first's
+    assert CORPUS[1]["text"] not in json.dumps(sent)
+    assert sent["contents"][-1]["parts"][-1]["text"] == "Reimbursement?"
 
 
 def test_a_different_retrieval_is_a_different_cache_key(api: httpx.Client, upstream: OpenAIEmulator) -> None:
