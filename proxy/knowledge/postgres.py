@@ -14,13 +14,13 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import numpy as np
 
 from proxy.knowledge.records import Chunk, Datasource, KnowledgeBase, Metadata, Page
 from proxy.knowledge.store import KEYWORD_CANDIDATES, Candidates, Store, terms
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kb (id TEXT COLLATE "C" PRIMARY KEY, doc BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS kb_rev (kb_id TEXT PRIMARY KEY, rev BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS datasource (id TEXT COLLATE "C" PRIMARY KEY, kb_id TEXT NOT NULL, doc BYTEA NOT NULL);
 CREATE INDEX IF NOT EXISTS datasource_kb ON datasource (kb_id);
 CREATE TABLE IF NOT EXISTS chunk (
@@ -33,6 +33,9 @@ CREATE INDEX IF NOT EXISTS chunk_kb ON chunk (kb_id);
 CREATE INDEX IF NOT EXISTS chunk_tsv ON chunk USING GIN (tsv);
 """
 
+_BUMP = "INSERT INTO kb_rev VALUES ($1, 1) ON CONFLICT (kb_id) DO UPDATE SET rev = kb_rev.rev + 1"
+_BUMP_DS = ("INSERT INTO kb_rev SELECT kb_id, 1 FROM datasource WHERE id = $1 "
+            "ON CONFLICT (kb_id) DO UPDATE SET rev = kb_rev.rev + 1")
 _COLUMNS = "id, kb_id, ds_id, text, metadata, vector, enabled, status, created, updated"
 _encode = msgspec.json.encode
 _metadata = msgspec.json.Decoder(dict[str, str | float | bool])
@@ -51,6 +54,7 @@ def _row(c: Chunk) -> tuple[Any, ...]:
 
 class PostgresStore(Store):
     def __init__(self, url: str, schema: str) -> None:
+        super().__init__()
         self.url = url
         self.schema = schema  # validated by the config: [a-z_][a-z0-9_]*
         self._pool: asyncpg.Pool | None = None
@@ -92,6 +96,7 @@ class PostgresStore(Store):
             await db.execute("DELETE FROM chunk WHERE kb_id = $1", kb_id)
             await db.execute("DELETE FROM datasource WHERE kb_id = $1", kb_id)
             await db.execute("DELETE FROM kb WHERE id = $1", kb_id)
+            await db.execute(_BUMP, kb_id)
 
     async def put_datasource(self, ds: Datasource) -> None:
         await self.pool.execute(
@@ -109,20 +114,25 @@ class PostgresStore(Store):
 
     async def delete_datasource(self, ds_id: str) -> None:
         async with self.pool.acquire() as db, db.transaction():
+            await db.execute(_BUMP_DS, ds_id)
             await db.execute("DELETE FROM chunk WHERE ds_id = $1", ds_id)
             await db.execute("DELETE FROM datasource WHERE id = $1", ds_id)
 
     # -- chunks ---------------------------------------------------------------------------------------------
     async def insert_chunks(self, chunks: list[Chunk]) -> None:
-        await self.pool.executemany(
-            f"INSERT INTO chunk ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            [_row(c) for c in chunks])
+        async with self.pool.acquire() as db, db.transaction():
+            await db.executemany(
+                f"INSERT INTO chunk ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                [_row(c) for c in chunks])
+            await db.executemany(_BUMP, [(kb_id,) for kb_id in {c.knowledge_id for c in chunks}])
 
     async def update_chunk(self, chunk: Chunk) -> None:
         row = _row(chunk)
-        await self.pool.execute(
-            "UPDATE chunk SET text = $1, metadata = $2, vector = $3, enabled = $4, status = $5, updated = $6 "
-            "WHERE id = $7", row[3], row[4], row[5], row[6], row[7], row[9], chunk.id)
+        async with self.pool.acquire() as db, db.transaction():
+            await db.execute(
+                "UPDATE chunk SET text = $1, metadata = $2, vector = $3, enabled = $4, status = $5, updated = $6 "
+                "WHERE id = $7", row[3], row[4], row[5], row[6], row[7], row[9], chunk.id)
+            await db.execute(_BUMP, chunk.knowledge_id)
 
     async def chunk(self, ds_id: str, chunk_id: str) -> Chunk | None:
         row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM chunk WHERE ds_id = $1 AND id = $2", ds_id, chunk_id)
@@ -159,8 +169,10 @@ class PostgresStore(Store):
         return Page(items, len(rows) > limit)
 
     async def delete_chunks(self, ds_id: str, ids: list[str]) -> list[str]:
-        rows = await self.pool.fetch("DELETE FROM chunk WHERE ds_id = $1 AND id = ANY($2::text[]) RETURNING id",
-                                     ds_id, ids)
+        async with self.pool.acquire() as db, db.transaction():
+            rows = await db.fetch("DELETE FROM chunk WHERE ds_id = $1 AND id = ANY($2::text[]) RETURNING id",
+                                  ds_id, ids)
+            await db.execute(_BUMP_DS, ds_id)
         return [row[0] for row in rows]
 
     # -- search -------------------------------------------------------------------------------------------------
@@ -176,12 +188,12 @@ class PostgresStore(Store):
             expression, kb_id, KEYWORD_CANDIDATES)
         return [(row[0], float(row[1]), _metadata.decode(row[2])) for row in rows]
 
-    async def candidates(self, kb_id: str) -> Candidates:
+    async def revision(self, kb_id: str) -> int:
+        rev = await self.pool.fetchval("SELECT rev FROM kb_rev WHERE kb_id = $1", kb_id)
+        return 0 if rev is None else int(rev)
+
+    async def load_candidates(self, kb_id: str) -> Candidates:
         rows = await self.pool.fetch(
-            "SELECT id, metadata, vector FROM chunk WHERE kb_id = $1 AND enabled AND vector IS NOT NULL", kb_id)
-        if not rows:
-            return Candidates([], [], np.zeros((0, 0), dtype="<f4"))
-        width = len(rows[0][2]) // 4
-        kept = [row for row in rows if len(row[2]) == width * 4]
-        matrix = np.frombuffer(b"".join(row[2] for row in kept), dtype="<f4").reshape(len(kept), width)
-        return Candidates([row[0] for row in kept], [_metadata.decode(row[1]) for row in kept], matrix)
+            "SELECT id, metadata, vector FROM chunk WHERE kb_id = $1 AND enabled AND vector IS NOT NULL ORDER BY id",
+            kb_id)
+        return Candidates.of([(row[0], row[1], row[2]) for row in rows], _metadata.decode)

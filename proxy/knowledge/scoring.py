@@ -34,9 +34,9 @@ def from_blob(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4")
 
 
-def cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Cosine of each row of `matrix` with `query`; a zero vector scores 0."""
-    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(query))
+def cosine(matrix: np.ndarray, row_norms: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosine of each row of `matrix` (whose norms are given) with `query`; a zero vector scores 0."""
+    norms = row_norms * float(np.linalg.norm(query))
     dots = matrix @ query
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 

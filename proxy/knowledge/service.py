@@ -6,6 +6,7 @@ knowledge stage; it knows nothing of either (docs/architecture.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ from proxy.api.filters import Filter
 from proxy.config import Config, DeclaredKnowledgeBase
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError, bad_request
 from proxy.knowledge.embed import Embedder, EmbeddingError
-from proxy.knowledge.records import Chunk, KnowledgeBase, Metadata, Settings, now
+from proxy.knowledge.records import Chunk, KnowledgeBase, Settings, now
 from proxy.knowledge.scoring import (
     cosine,
     from_blob,
@@ -25,6 +26,10 @@ from proxy.knowledge.scoring import (
 )
 from proxy.knowledge.sqlite import SQLiteStore
 from proxy.knowledge.store import Store
+
+# Hybrid search fuses the best this many of each list (reciprocal rank fusion past it changes
+# no top-100 answer in practice, and it bounds the work).
+FUSION_DEPTH = 100
 
 
 @dataclass(slots=True)
@@ -133,15 +138,17 @@ class KnowledgeService:
         floor = threshold if threshold is not None else kb.settings.threshold
         keyword: list[tuple[str, float]] = []
         vector: list[tuple[str, float]] = []
+        # Each list is cut to what can reach the answer: top_k alone, or the depth hybrid fuses.
+        depth = limit if kind != "hybrid_search" else max(FUSION_DEPTH, limit)
         if kind in ("keyword_search", "hybrid_search"):
             rows = await self.store.keyword(kb.id, query)
             scored = ((cid, keyword_score(raw)) for cid, raw, metadata in rows if matches(flt, metadata))
-            keyword = [(cid, score) for cid, score in scored if score >= floor]
+            keyword = [(cid, score) for cid, score in scored if score >= floor][:depth]
         if kind == "vector_search" and kb.embedding_model is None:
             raise bad_request(f"Knowledge base {kb.key!r} has no embedding_model: use keyword_search",
                               f"{param}search_type")
         if kind in ("vector_search", "hybrid_search") and kb.embedding_model is not None:
-            vector = await self._vector(kb, query, flt, floor, param)
+            vector = await self._vector(kb, query, flt, floor, depth, param)
         if kind == "hybrid_search":
             ranked = fuse([cid for cid, _ in keyword], [cid for cid, _ in vector])
         else:
@@ -150,28 +157,33 @@ class KnowledgeService:
         chunks = await self.store.chunks([cid for cid, _ in ranked])
         return [Hit(chunks[cid], score) for cid, score in ranked if cid in chunks]
 
-    async def _vector(self, kb: KnowledgeBase, query: str, flt: Filter | None, floor: float,
+    async def _vector(self, kb: KnowledgeBase, query: str, flt: Filter | None, floor: float, depth: int,
                       param: str) -> list[tuple[str, float]]:
         (embedded,) = await self.embed(kb, [query], f"{param}query" if param else "query")
         candidates = await self.store.candidates(kb.id)
-        keep = [i for i, metadata in enumerate(candidates.metadata) if matches(flt, metadata)]
-        if not keep:
+        if not candidates.ids:
             return []
         q = np.asarray(embedded, dtype="<f4")
         if candidates.matrix.shape[1] != q.shape[0]:
             raise ProxyError(502, f"Knowledge base {kb.key!r}: the query's embedding has {q.shape[0]} dimensions, "
                              f"its chunks {candidates.matrix.shape[1]}", type=ErrorType.upstream,
                              code=ErrorCode.provider_error)
-        sims = cosine(candidates.matrix[keep], q)
-        order = np.argsort(-sims, kind="stable")
-        return [(candidates.ids[keep[i]], float(sims[i])) for i in order if sims[i] >= floor]
+        if flt is None:  # no copy of the matrix, no pass over the metadata
+            keep: Sequence[int] = range(len(candidates.ids))
+            sims = cosine(candidates.matrix, candidates.norms, q)
+        else:
+            keep = [i for i, metadata in enumerate(candidates.metadata) if matches(flt, metadata)]
+            if not keep:
+                return []
+            sims = cosine(candidates.matrix[keep], candidates.norms[keep], q)
+        passing = np.flatnonzero(sims >= floor)
+        if len(passing) > depth:  # only the best `depth` need sorting
+            passing = passing[np.argpartition(-sims[passing], depth - 1)[:depth]]
+        order = passing[np.argsort(-sims[passing], kind="stable")]
+        return [(candidates.ids[keep[i]], float(sims[i])) for i in order]
 
     def render_context(self, hits: list[Hit]) -> str:
         return self.template.replace("{context}", "\n\n".join(hit.chunk.text for hit in hits))
-
-
-def clean_metadata(raw: Metadata | None) -> Metadata:
-    return dict(raw or {})
 
 
 def vector_of(chunk: Chunk) -> list[float] | None:

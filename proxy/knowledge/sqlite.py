@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgspec
-import numpy as np
 
 from proxy.knowledge.records import Chunk, Datasource, KnowledgeBase, Metadata, Page
 from proxy.knowledge.store import KEYWORD_CANDIDATES, Candidates, Store, terms
@@ -23,6 +22,7 @@ T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kb (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS kb_rev (kb_id TEXT PRIMARY KEY, rev INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS datasource (id TEXT PRIMARY KEY, kb_id TEXT NOT NULL, doc BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS datasource_kb ON datasource (kb_id);
 CREATE TABLE IF NOT EXISTS chunk (
@@ -42,6 +42,7 @@ CREATE TRIGGER IF NOT EXISTS chunk_au AFTER UPDATE OF text ON chunk BEGIN
     INSERT INTO chunk_fts(rowid, text) VALUES (new.n, new.text); END;
 """
 
+_BUMP = "INSERT INTO kb_rev VALUES (?, 1) ON CONFLICT (kb_id) DO UPDATE SET rev = rev + 1"
 _COLUMNS = "id, kb_id, ds_id, text, metadata, vector, enabled, status, created, updated"
 _encode = msgspec.json.encode
 _metadata = msgspec.json.Decoder(dict[str, str | float | bool])
@@ -60,6 +61,7 @@ def _row(c: Chunk) -> tuple[Any, ...]:
 
 class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-sqlite")
         self._db: sqlite3.Connection | None = None
@@ -99,6 +101,7 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM chunk WHERE kb_id = ?", (kb_id,))
             db.execute("DELETE FROM datasource WHERE kb_id = ?", (kb_id,))
             db.execute("DELETE FROM kb WHERE id = ?", (kb_id,))
+            db.execute(_BUMP, (kb_id,))
         await self._run(work)
 
     async def put_datasource(self, ds: Datasource) -> None:
@@ -117,20 +120,28 @@ class SQLiteStore(Store):
 
     async def delete_datasource(self, ds_id: str) -> None:
         def work(db: sqlite3.Connection) -> None:
+            for (kb_id,) in db.execute("SELECT kb_id FROM datasource WHERE id = ?", (ds_id,)).fetchall():
+                db.execute(_BUMP, (kb_id,))
             db.execute("DELETE FROM chunk WHERE ds_id = ?", (ds_id,))
             db.execute("DELETE FROM datasource WHERE id = ?", (ds_id,))
         await self._run(work)
 
     # -- chunks ---------------------------------------------------------------------------------------------
     async def insert_chunks(self, chunks: list[Chunk]) -> None:
-        await self._run(lambda db: db.executemany(
-            f"INSERT INTO chunk ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [_row(c) for c in chunks]))
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(f"INSERT INTO chunk ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [_row(c) for c in chunks])
+            db.executemany(_BUMP, [(kb_id,) for kb_id in {c.knowledge_id for c in chunks}])
+        await self._run(work)
 
     async def update_chunk(self, chunk: Chunk) -> None:
         row = _row(chunk)
-        await self._run(lambda db: db.execute(
-            "UPDATE chunk SET text = ?, metadata = ?, vector = ?, enabled = ?, status = ?, updated = ? WHERE id = ?",
-            (row[3], row[4], row[5], row[6], row[7], row[9], chunk.id)))
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE chunk SET text = ?, metadata = ?, vector = ?, enabled = ?, status = ?, updated = ? "
+                       "WHERE id = ?", (row[3], row[4], row[5], row[6], row[7], row[9], chunk.id))
+            db.execute(_BUMP, (chunk.knowledge_id,))
+        await self._run(work)
 
     async def chunk(self, ds_id: str, chunk_id: str) -> Chunk | None:
         row = await self._run(lambda db: db.execute(
@@ -176,6 +187,8 @@ class SQLiteStore(Store):
             found = [r[0] for r in db.execute(f"SELECT id FROM chunk WHERE ds_id = ? AND id IN ({marks})",
                                               (ds_id, *ids))]
             db.execute(f"DELETE FROM chunk WHERE ds_id = ? AND id IN ({marks})", (ds_id, *ids))
+            for (kb_id,) in db.execute("SELECT kb_id FROM datasource WHERE id = ?", (ds_id,)).fetchall():
+                db.execute(_BUMP, (kb_id,))
             return found
         return await self._run(work)
 
@@ -191,13 +204,12 @@ class SQLiteStore(Store):
             (expression, kb_id, KEYWORD_CANDIDATES)).fetchall())
         return [(row[0], float(row[1]), _metadata.decode(row[2])) for row in rows]
 
-    async def candidates(self, kb_id: str) -> Candidates:
+    async def revision(self, kb_id: str) -> int:
+        row = await self._run(lambda db: db.execute("SELECT rev FROM kb_rev WHERE kb_id = ?", (kb_id,)).fetchone())
+        return 0 if row is None else int(row[0])
+
+    async def load_candidates(self, kb_id: str) -> Candidates:
         rows = await self._run(lambda db: db.execute(
-            "SELECT id, metadata, vector FROM chunk WHERE kb_id = ? AND enabled = 1 AND vector IS NOT NULL",
-            (kb_id,)).fetchall())
-        if not rows:
-            return Candidates([], [], np.zeros((0, 0), dtype="<f4"))
-        width = len(rows[0][2]) // 4
-        kept = [row for row in rows if len(row[2]) == width * 4]  # one model, one width
-        matrix = np.frombuffer(b"".join(row[2] for row in kept), dtype="<f4").reshape(len(kept), width)
-        return Candidates([row[0] for row in kept], [_metadata.decode(row[1]) for row in kept], matrix)
+            "SELECT id, metadata, vector FROM chunk WHERE kb_id = ? AND enabled = 1 AND vector IS NOT NULL "
+            "ORDER BY id", (kb_id,)).fetchall())
+        return Candidates.of(rows, _metadata.decode)

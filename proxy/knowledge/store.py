@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,16 +26,38 @@ def terms(query: str) -> list[str]:
     return list(dict.fromkeys(_WORD.findall(query.lower())))[:64]
 
 
+# Vectors kept in memory between searches, over every knowledge base (README, "Knowledge bases").
+CACHE_BYTES = 256 * 1024 * 1024
+
+
 class Candidates:
-    """Every embedded chunk of a knowledge base: ids, metadata and one matrix of vectors."""
+    """Every embedded chunk of a knowledge base: ids, metadata, one matrix of vectors and its
+    row norms (computed once per load, not per search)."""
 
     def __init__(self, ids: list[str], metadata: list[Metadata], matrix: np.ndarray) -> None:
         self.ids = ids
         self.metadata = metadata
         self.matrix = matrix
+        self.norms = np.linalg.norm(matrix, axis=1) if matrix.size else np.zeros(len(ids), dtype="<f4")
+
+    @classmethod
+    def of(cls, rows: list[tuple[str, bytes, bytes]], decode: Callable[[bytes], Metadata]) -> Candidates:
+        """From (id, metadata JSON, float32 blob) rows; rows of another width (an older model) are left out."""
+        if not rows:
+            return cls([], [], np.zeros((0, 0), dtype="<f4"))
+        width = len(rows[0][2]) // 4
+        kept = [row for row in rows if len(row[2]) == width * 4]
+        matrix = np.frombuffer(b"".join(row[2] for row in kept), dtype="<f4").reshape(len(kept), width)
+        return cls([row[0] for row in kept], [decode(row[1]) for row in kept], matrix)
 
 
 class Store(ABC):
+    """Every chunk write bumps its knowledge base's revision in the database, so the vectors
+    cached here are reloaded after any change, by this process or another sharing the store."""
+
+    def __init__(self) -> None:
+        self._cache: OrderedDict[str, tuple[int, Candidates]] = OrderedDict()
+
     @abstractmethod
     async def open(self) -> None: ...
 
@@ -87,4 +111,21 @@ class Store(ABC):
         """Chunks matching any query term, best first: (id, raw score ≥ 0, metadata)."""
 
     @abstractmethod
-    async def candidates(self, kb_id: str) -> Candidates: ...
+    async def revision(self, kb_id: str) -> int: ...
+
+    @abstractmethod
+    async def load_candidates(self, kb_id: str) -> Candidates: ...
+
+    async def candidates(self, kb_id: str) -> Candidates:
+        rev = await self.revision(kb_id)  # read first: a write after it makes the next search reload
+        cached = self._cache.get(kb_id)
+        if cached is not None and cached[0] == rev:
+            self._cache.move_to_end(kb_id)
+            return cached[1]
+        loaded = await self.load_candidates(kb_id)
+        self._cache[kb_id] = (rev, loaded)
+        total = sum(c.matrix.nbytes for _, c in self._cache.values())
+        while total > CACHE_BYTES and len(self._cache) > 1:
+            _, (_, evicted) = self._cache.popitem(last=False)
+            total -= evicted.matrix.nbytes
+        return loaded
