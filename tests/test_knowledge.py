@@ -80,6 +80,9 @@ def pg_database() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+CONFIGS: dict[str, str] = {}  # proxy url → its config, for a second proxy on the same store
+
+
 @pytest.fixture(scope="module")
 def gemini() -> Iterator[GoogleEmulator]:
     with GoogleEmulator(api_key=GKEY) as emu:
@@ -97,6 +100,7 @@ def kproxy(request: pytest.FixtureRequest, emulator: OpenAIEmulator, gemini: Goo
             1)
         process = ProxyProcess(config, tmp).start()
         stack.callback(process.stop)
+        CONFIGS[process.url] = config
         yield process
 
 
@@ -269,6 +273,24 @@ def test_chunk_update_reembeds_and_delete_datasource_removes_chunks(api: httpx.C
     assert api.get(url).status_code == 404
     assert api.delete(f"/v2/knowledge/{kb}/datasources/{ds}").status_code == 204
     assert search(api, kb, query="XJ-42", search_type="keyword_search") == []
+    assert search(api, kb, query="XJ-42", search_type="vector_search") == []
+
+
+def test_two_proxies_sharing_a_store_see_each_others_writes(api: httpx.Client, kproxy: ProxyProcess,
+                                                            tmp_path: Path) -> None:
+    """Vectors are cached between searches; a write through one proxy must reach the other's."""
+    kb, ds, chunk = make_kb(api)
+    second = ProxyProcess(CONFIGS[kproxy.url], tmp_path).start()
+    try:
+        with httpx.Client(base_url=second.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30) as other:
+            assert ids(search(other, kb, query="reimbursement", search_type="vector_search", top_k=1)) == [chunk[0]]
+            api.patch(f"/v2/knowledge/{kb}/datasources/{ds}/chunks/{chunk[3]}",
+                      json={"text": "Reimbursement and refund questions go to billing."})
+            assert ids(search(other, kb, query="reimbursement", search_type="vector_search", top_k=1)) == [chunk[3]]
+            api.delete(f"/v2/knowledge/{kb}/datasources/{ds}/chunks/{chunk[3]}")
+            assert chunk[3] not in ids(search(other, kb, query="reimbursement", search_type="vector_search"))
+    finally:
+        second.stop()
 
 
 def test_chunk_list_cursors(api: httpx.Client) -> None:
