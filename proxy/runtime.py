@@ -42,7 +42,7 @@ class Runtime:
             name: connector_class(provider.type)(name, provider) for name, provider in config.providers.items()
         }
         # Knowledge bases only when the config has a `knowledge:` section (README, "Knowledge bases").
-        self.knowledge = KnowledgeService(config) if config.knowledge is not None else None
+        self.knowledge = KnowledgeService(config, self.connectors) if config.knowledge is not None else None
         self.pipeline: Next = build_pipeline(self)
 
     async def start(self) -> None:

@@ -22,6 +22,7 @@ from orq_ai_sdk import Orq
 
 from tests.conftest import KEY_A, KEY_B, proxy_config
 from tests.emulators.google_server import GoogleEmulator
+from tests.emulators.google_server import Reply as GeminiReply
 from tests.emulators.openai_server import OpenAIEmulator, Reply
 from tests.proxy_process import ProxyProcess
 
@@ -237,7 +238,9 @@ def test_every_filter_operator(api: httpx.Client, search_type: str) -> None:
     ({"query": "x", "threshold": 2}, "threshold"),
     ({"query": "x", "search_type": "fuzzy"}, "search_type"),
     ({"top_k": 3}, "query"),
-    ({"query": "x", "rerank_config": {"model": "emu/rerank"}}, "rerank_config"),
+    ({"query": "x", "rerank_config": {"model": "nowhere/rerank"}}, "rerank_config.model"),
+    ({"query": "x", "rerank_config": {"model": "emu/rr", "top_k": 0}}, "rerank_config.top_k"),
+    ({"query": "x", "agentic_rag_config": {}}, "agentic_rag_config.model"),
 ])
 def test_malformed_search_is_400_naming_the_path(api: httpx.Client, body: dict, param: str) -> None:
     kb, _, _ = make_kb(api)
@@ -303,6 +306,70 @@ def test_chunk_list_cursors(api: httpx.Client) -> None:
     back = api.get(url, params={"limit": 2, "ending_before": chunk[3]}).json()
     assert [c["_id"] for c in back["data"]] == chunk[1:3]
     assert api.get(url, params={"limit": 500}).json()["error"]["param"] == "limit"
+
+
+# -- rerank and agentic rewriting -------------------------------------------------------------------------------
+def test_rerank_reorders_fills_rerank_score_and_applies_its_threshold(api: httpx.Client,
+                                                                      upstream: OpenAIEmulator) -> None:
+    kb, _, chunk = make_kb(api)
+    found = search(api, kb, query="disk full error", search_type="vector_search", top_k=4,
+                   rerank_config={"model": "emu/jina-reranker-v2", "threshold": 0.5, "top_k": 3},
+                   search_options={"include_scores": True})
+    # the emulated reranker scores the share of query words a chunk has: only XJ-42's has all three
+    assert ids(found) == [chunk[2]]
+    assert found[0]["scores"]["rerank_score"] == 1.0 and "search_score" in found[0]["scores"]
+    sent = [r for r in upstream.requests if r.path == "/v1/rerank"][-1].body
+    assert sent is not None and sent["model"] == "jina-reranker-v2" and sent["query"] == "disk full error"
+    plain = search(api, kb, query="disk full error", search_type="vector_search", top_k=4)
+    assert sent["documents"] == [m["text"] for m in plain]  # the search's own candidates, in its order
+
+
+def test_knowledge_base_rerank_setting_applies_when_the_search_names_none(api: httpx.Client,
+                                                                          upstream: OpenAIEmulator) -> None:
+    kb, _, chunk = make_kb(api, rerank_config={"rerank_model": "emu/rr", "top_k": 1, "rerank_threshold": 0.1})
+    assert api.get(f"/v2/knowledge/{kb}").json()["retrieval_settings"]["rerank_config"]["rerank_model"] == "emu/rr"
+    assert ids(search(api, kb, query="invoices emailed monthly", search_type="vector_search", top_k=4)) == [chunk[3]]
+    assert any(r.path == "/v1/rerank" for r in upstream.requests)
+    # null turns it off
+    api.patch(f"/v2/knowledge/{kb}", json={"retrieval_settings": {"rerank_config": None}})
+    assert len(search(api, kb, query="invoices emailed monthly", search_type="vector_search", top_k=4)) > 1
+
+
+def test_rerank_provider_down_is_503_naming_the_knowledge_base(api: httpx.Client, upstream: OpenAIEmulator) -> None:
+    kb, _, _ = make_kb(api)
+    upstream.script("rr-down", Reply(status=503))
+    r = api.post(f"/v2/knowledge/{kb}/search", json={"query": "disk", "search_type": "keyword_search",
+                                                     "rerank_config": {"model": "emu/rr-down"}})
+    assert r.status_code == 503, r.text
+    assert api.get(f"/v2/knowledge/{kb}").json()["key"] in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "rerank_config.model"
+
+
+def test_agentic_rewrite_searches_with_the_models_query(api: httpx.Client, gemini: GoogleEmulator) -> None:
+    kb, _, chunk = make_kb(api)
+    gemini.reset()
+    gemini.script("gemini-2.0-flash", GeminiReply(text="  XJ-42  "))
+    found = search(api, kb, query="hi! my laptop shows some strange code, what now?", search_type="keyword_search",
+                   agentic_rag_config={"model": "gem/gemini-2.0-flash"})
+    assert ids(found)[0] == chunk[2]  # only the rewritten query has the code
+    sent = gemini.requests[-1].body
+    assert sent is not None and "search query" in json.dumps(sent["systemInstruction"])
+    assert sent["contents"][-1]["parts"][0]["text"] == "hi! my laptop shows some strange code, what now?"
+
+
+def test_a_request_can_rerank_and_rewrite(api: httpx.Client, upstream: OpenAIEmulator,
+                                          gemini: GoogleEmulator) -> None:
+    kb, _, _ = make_kb(api)
+    gemini.reset()
+    gemini.script("gemini-2.0-flash", GeminiReply(text="disk full"))
+    r = api.post("/v2/router/completions", json={"model": "emu/m", "prompt": "My machine complains, why?", "orq": {
+        "knowledge_bases": [{"knowledge_id": kb, "search_type": "hybrid_search", "top_k": 4,
+                             "agentic_rag_config": {"model": "gem/gemini-2.0-flash"},
+                             "rerank_config": {"model": "emu/rr", "threshold": 0.9, "top_k": 2}}]}})
+    assert r.status_code == 200, r.text
+    prompt = [rec for rec in upstream.requests if rec.path == "/v1/completions"][-1].body["prompt"]  # type: ignore[index]
+    assert CORPUS[2]["text"] in prompt and CORPUS[0]["text"] not in prompt
+    assert [rec.body["query"] for rec in upstream.requests if rec.path == "/v1/rerank"][-1] == "disk full"  # type: ignore[index]
 
 
 # -- tenancy ---------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from msgspec import Meta
 
 from proxy.api.filters import Filter, parse_filter
 from proxy.api.request import Probability, SearchOptions, TopK
-from proxy.core.errors import ProxyError, bad_request, validation_location
+from proxy.core.errors import bad_request, validation_location
 
 Key = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 Text = Annotated[str, Meta(min_length=1, max_length=100_000)]
@@ -23,12 +23,25 @@ class Body(msgspec.Struct, forbid_unknown_fields=False):
     """Unknown fields are ignored, as on the router (orq's SDKs add fields over time)."""
 
 
+class KnowledgeRerankIn(Body):
+    """A knowledge base's rerank setting: orq's field names differ from the search's."""
+
+    rerank_model: Annotated[str, Meta(min_length=3)]
+    top_k: TopK = 5
+    rerank_threshold: Probability = 0.5
+
+
+class AgenticIn(Body):
+    model: Annotated[str, Meta(min_length=3)]  # `provider/model`
+
+
 class RetrievalSettingsIn(Body):
     retrieval_type: SearchType | None = None
     top_k: TopK | None = None
     threshold: Probability | None = None
-    rerank_config: dict[str, Any] | None = None
-    agentic_rag_config: dict[str, Any] | None = None
+    # UNSET: leave as it is; null: turn off (orq: "setting null disables that feature").
+    rerank_config: KnowledgeRerankIn | None | msgspec.UnsetType = msgspec.UNSET
+    agentic_rag_config: AgenticIn | None | msgspec.UnsetType = msgspec.UNSET
 
 
 class CreateKnowledge(Body):
@@ -78,7 +91,9 @@ class DeleteChunks(Body):
 
 
 class RerankIn(Body):
-    model: str
+    model: Annotated[str, Meta(min_length=3)]  # `provider/model` with a /rerank endpoint
+    threshold: Probability = 0.0
+    top_k: TopK = 10
 
 
 class SearchRequest(Body):
@@ -89,7 +104,7 @@ class SearchRequest(Body):
     filter_by: dict[str, Any] | None = None
     search_options: SearchOptions | None = None
     rerank_config: RerankIn | None = None
-    agentic_rag_config: dict[str, Any] | None = None
+    agentic_rag_config: AgenticIn | None = None
 
 
 T = TypeVar("T")
@@ -112,11 +127,3 @@ def decode(body: bytes, kind: type[T]) -> T:
 
 def search_filter(raw: dict[str, Any] | None, path: str) -> Filter | None:
     return None if raw is None else parse_filter(raw, path)
-
-
-def refuse_unbuilt(rerank: object, agentic: object, path: str) -> None:
-    """Rerank and agentic rewriting are not built: asking for them is a 400, never silently ignored."""
-    for value, name in ((rerank, "rerank_config"), (agentic, "agentic_rag_config")):
-        if value is not None:
-            raise ProxyError(400, f"`{path}{name}` is not supported by this proxy yet", param=f"{path}{name}",
-                             code="unsupported_parameter")

@@ -6,14 +6,19 @@ knowledge stage; it knows nothing of either (docs/architecture.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from proxy.api.filters import Filter
 from proxy.config import Config, DeclaredKnowledgeBase
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError, bad_request
+from proxy.core.model import ChatRequest, Message
+from proxy.core.stream import CallContext
+from proxy.core.target import Target
 from proxy.knowledge.embed import Embedder, EmbeddingError
 from proxy.knowledge.records import Chunk, KnowledgeBase, Settings, now
 from proxy.knowledge.scoring import (
@@ -26,16 +31,43 @@ from proxy.knowledge.scoring import (
 )
 from proxy.knowledge.sqlite import SQLiteStore
 from proxy.knowledge.store import Store
+from proxy.providers.base import Connector
 
 # Hybrid search fuses the best this many of each list (reciprocal rank fusion past it changes
 # no top-100 answer in practice, and it bounds the work).
 FUSION_DEPTH = 100
 
 
+# The one completion agentic_rag_config makes before searching (README, "Knowledge bases").
+REWRITE_PROMPT = ("Rewrite the user's message as one short search query for a knowledge base. Keep names, "
+                  "codes and key terms; drop greetings and filler. Answer with the query only.")
+REWRITE_SECONDS = 30.0
+
+
 @dataclass(slots=True)
 class Hit:
     chunk: Chunk
     score: float
+    rerank_score: float | None = None
+
+
+class Rerank(NamedTuple):
+    model: str  # `provider/model` with a /rerank endpoint
+    threshold: float  # rerank_score below it is dropped
+    top_k: int  # the best this many are kept
+
+
+def kb_rerank(kb: KnowledgeBase) -> Rerank | None:
+    """The knowledge base's own rerank setting (orq's names: rerank_model, rerank_threshold)."""
+    config = kb.settings.rerank_config
+    if not config:
+        return None
+    return Rerank(config["rerank_model"], config.get("rerank_threshold", 0.5), config.get("top_k", 5))
+
+
+def kb_rewrite(kb: KnowledgeBase) -> str | None:
+    config = kb.settings.agentic_rag_config
+    return config["model"] if config else None
 
 
 def not_found(ident: str, param: str | None = None) -> ProxyError:
@@ -66,8 +98,10 @@ def _declared(base: DeclaredKnowledgeBase, existing: KnowledgeBase | None) -> Kn
 
 
 class KnowledgeService:
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, connectors: Mapping[str, Connector] | None = None,
+                 store: Store | None = None) -> None:
         self.config = config
+        self.connectors = connectors or {}
         self.store = store or open_store(config)
         assert config.knowledge is not None
         self.knowledge = config.knowledge
@@ -128,11 +162,57 @@ class KnowledgeService:
             out.append(None if chosen is None else to_blob(chosen))
         return out
 
+    async def rerank(self, kb: KnowledgeBase, rerank: Rerank, query: str, hits: list[Hit], param: str) -> list[Hit]:
+        if not hits:
+            return hits
+        try:
+            scores = await self.embedder.rerank(rerank.model, query, [hit.chunk.text for hit in hits])
+        except EmbeddingError as err:
+            code = ErrorCode.provider_overloaded if err.status == 503 else ErrorCode.provider_error
+            raise ProxyError(err.status, f"Knowledge base {kb.key!r}: {err.message}", type=ErrorType.upstream,
+                             param=param, code=code) from None
+        for hit, score in zip(hits, scores, strict=True):
+            hit.rerank_score = score
+        kept = sorted((hit for hit in hits if score_of(hit) >= rerank.threshold), key=lambda h: -score_of(h))
+        return kept[:rerank.top_k]
+
+    async def rewrite(self, kb: KnowledgeBase, model: str, query: str, request_id: str, param: str) -> str:
+        """One completion turns the query into a search query; an empty answer keeps the query."""
+        provider, _, upstream = model.partition("/")
+        connector = self.connectors.get(provider)
+        if connector is None or not upstream:
+            raise bad_request(f"`{param}` must be `provider/model` with a configured provider; got {model!r}", param)
+        request = ChatRequest(messages=[Message("system", REWRITE_PROMPT), Message("user", query)],
+                              max_tokens=64, temperature=0.0)
+        ctx = CallContext(request_id, time.perf_counter() + REWRITE_SECONDS, "knowledge")
+        try:
+            result = await connector.complete(request, Target(provider, upstream), ctx)
+        except ProxyError as err:
+            status = err.status if err.status in (502, 503) else 502
+            raise ProxyError(status, f"Knowledge base {kb.key!r}: the query rewrite by {model!r} failed: "
+                             f"{err.message}", type=ErrorType.upstream, param=param,
+                             code=ErrorCode.provider_error) from None
+        text = result.choices[0].text.strip() if result.choices else ""
+        return text or query
+
     # -- search ----------------------------------------------------------------------------------------------
     async def search(self, kb: KnowledgeBase, query: str, *, top_k: int | None = None,
                      threshold: float | None = None, search_type: str | None = None,
-                     flt: Filter | None = None, param: str = "") -> list[Hit]:
-        """Best first, at most top_k, each passing the threshold (README, "Knowledge bases")."""
+                     flt: Filter | None = None, param: str = "", rerank: Rerank | None = None,
+                     rewrite_model: str | None = None, request_id: str = "") -> list[Hit]:
+        """Best first, at most top_k, each passing the threshold (README, "Knowledge bases").
+        `rerank`/`rewrite_model` None: the knowledge base's own settings, if any."""
+        rewrite_model = rewrite_model or kb_rewrite(kb)
+        if rewrite_model is not None:
+            query = await self.rewrite(kb, rewrite_model, query, request_id, f"{param}agentic_rag_config.model")
+        hits = await self._search(kb, query, top_k, threshold, search_type, flt, param)
+        rerank = rerank or kb_rerank(kb)
+        if rerank is not None:
+            hits = await self.rerank(kb, rerank, query, hits, f"{param}rerank_config.model")
+        return hits
+
+    async def _search(self, kb: KnowledgeBase, query: str, top_k: int | None, threshold: float | None,
+                      search_type: str | None, flt: Filter | None, param: str) -> list[Hit]:
         kind = search_type or kb.settings.retrieval_type
         limit = top_k if top_k is not None else kb.settings.top_k
         floor = threshold if threshold is not None else kb.settings.threshold
@@ -188,3 +268,7 @@ class KnowledgeService:
 
 def vector_of(chunk: Chunk) -> list[float] | None:
     return None if chunk.vector is None else [float(x) for x in from_blob(chunk.vector)]
+
+
+def score_of(hit: Hit) -> float:
+    return hit.rerank_score if hit.rerank_score is not None else hit.score

@@ -18,10 +18,9 @@ import msgspec
 
 from proxy.api.chat import last_user_text
 from proxy.api.filters import parse_filter
-from proxy.api.knowledge import refuse_unbuilt
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.core.model import ChatRequest, Message, with_prompt
-from proxy.knowledge.service import Hit, KnowledgeService
+from proxy.knowledge.service import Hit, KnowledgeService, Rerank
 from proxy.pipeline.call import Call
 from proxy.pipeline.stage import Next, Outcome
 
@@ -66,12 +65,17 @@ class KnowledgeStage:
         used: list[dict[str, Any]] = []
         for i, entry in enumerate(entries):
             path = f"orq.knowledge_bases[{i}]."
-            refuse_unbuilt(entry.rerank_config, entry.agentic_rag_config, path)
             kb = await service.find(tenant, entry.knowledge_id, f"{path}knowledge_id")
             flt = parse_filter(entry.filter_by, f"{path}filter_by") if entry.filter_by is not None else None
+            rerank = None
+            if entry.rerank_config is not None:
+                service.check_model(entry.rerank_config.model, f"{path}rerank_config.model")
+                rerank = Rerank(entry.rerank_config.model, entry.rerank_config.threshold, entry.rerank_config.top_k)
+            rewrite = entry.agentic_rag_config.model if entry.agentic_rag_config is not None else None
             found = await service.search(kb, entry.query or default_query(call.chat), top_k=entry.top_k,
                                          threshold=entry.threshold, search_type=entry.search_type, flt=flt,
-                                         param=path)
+                                         param=path, rerank=rerank, rewrite_model=rewrite,
+                                         request_id=call.request_id)
             hits.extend(found)
             used.append({"knowledge_id": kb.key, "chunk_ids": [hit.chunk.id for hit in found]})
         call.log["knowledge"] = used

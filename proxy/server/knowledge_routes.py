@@ -22,7 +22,7 @@ from proxy.knowledge.records import (
     new_id,
     now,
 )
-from proxy.knowledge.service import Hit, KnowledgeService, not_found, vector_of
+from proxy.knowledge.service import Hit, KnowledgeService, Rerank, not_found, vector_of
 from proxy.server.handlers import error_response, request_id
 from proxy.server.state import SERVER
 
@@ -92,7 +92,10 @@ def render_hit(hit: Hit, options: api.SearchOptions | None) -> dict[str, Any]:
     if options and options.include_metadata:
         out["metadata"] = hit.chunk.metadata
     if options and options.include_scores:
-        out["scores"] = {"search_score": hit.score}
+        scores: dict[str, float] = {"search_score": hit.score}
+        if hit.rerank_score is not None:
+            scores["rerank_score"] = hit.rerank_score
+        out["scores"] = scores
     return out
 
 
@@ -131,7 +134,10 @@ def _new_settings(raw: api.RetrievalSettingsIn | None, path: str, base: Settings
     settings = msgspec.structs.replace(base) if base else Settings()
     if raw is None:
         return settings
-    api.refuse_unbuilt(raw.rerank_config, raw.agentic_rag_config, f"{path}.")
+    if raw.rerank_config is not msgspec.UNSET:
+        settings.rerank_config = msgspec.to_builtins(raw.rerank_config)
+    if raw.agentic_rag_config is not msgspec.UNSET:
+        settings.agentic_rag_config = msgspec.to_builtins(raw.agentic_rag_config)
     if raw.retrieval_type is not None:
         settings.retrieval_type = raw.retrieval_type
     if raw.top_k is not None:
@@ -139,6 +145,13 @@ def _new_settings(raw: api.RetrievalSettingsIn | None, path: str, base: Settings
     if raw.threshold is not None:
         settings.threshold = raw.threshold
     return settings
+
+
+def _check_settings(service: KnowledgeService, settings: Settings) -> None:
+    if settings.rerank_config:
+        service.check_model(settings.rerank_config["rerank_model"], "retrieval_settings.rerank_config.rerank_model")
+    if settings.agentic_rag_config:
+        service.check_model(settings.agentic_rag_config["model"], "retrieval_settings.agentic_rag_config.model")
 
 
 async def list_bases(request: web.Request, service: KnowledgeService, tenant: str) -> Any:
@@ -155,6 +168,7 @@ async def create_base(request: web.Request, service: KnowledgeService, tenant: s
     body = api.decode(await request.read(), api.CreateKnowledge)
     service.check_model(body.embedding_model, "embedding_model")
     settings = _new_settings(body.retrieval_settings, "retrieval_settings")
+    _check_settings(service, settings)
     if any(kb.key == body.key for kb in await service.visible(tenant)):
         raise ProxyError(409, f"A knowledge base with key {body.key!r} already exists", param="key",
                          code="conflict")
@@ -186,6 +200,7 @@ async def update_base(request: web.Request, service: KnowledgeService, tenant: s
     body = api.decode(await request.read(), api.UpdateKnowledge)
     _mutable(kb)
     kb.settings = _new_settings(body.retrieval_settings, "retrieval_settings", kb.settings)
+    _check_settings(service, kb.settings)
     if body.description is not None:
         kb.description = body.description
     if body.path is not None:
@@ -206,9 +221,14 @@ async def search(request: web.Request, service: KnowledgeService, tenant: str) -
     kb = await _own(request, service, tenant)
     body = api.decode(await request.read(), api.SearchRequest)
     flt = api.search_filter(body.filter_by, "filter_by")
-    api.refuse_unbuilt(body.rerank_config, body.agentic_rag_config, "")
+    rerank = None
+    if body.rerank_config is not None:
+        service.check_model(body.rerank_config.model, "rerank_config.model")
+        rerank = Rerank(body.rerank_config.model, body.rerank_config.threshold, body.rerank_config.top_k)
     hits = await service.search(kb, body.query, top_k=body.top_k, threshold=body.threshold,
-                                search_type=body.search_type, flt=flt)
+                                search_type=body.search_type, flt=flt, rerank=rerank,
+                                rewrite_model=body.agentic_rag_config.model if body.agentic_rag_config else None,
+                                request_id=request_id(request))
     return {"matches": [render_hit(hit, body.search_options) for hit in hits]}
 
 
