@@ -263,6 +263,13 @@ def test_malformed_chunk_batches_are_400_naming_the_path(api: httpx.Client, body
     assert r.json()["error"]["param"] == param
 
 
+def test_a_body_over_the_limit_is_413(api: httpx.Client) -> None:
+    kb, ds, _ = make_kb(api)
+    big = [{"text": "x", "embedding": [0.123456789] * 5000}] * 2  # > the suite's 64 KiB max_body_bytes
+    r = api.post(f"/v2/knowledge/{kb}/datasources/{ds}/chunks", json=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
 def test_chunk_update_reembeds_and_delete_datasource_removes_chunks(api: httpx.Client) -> None:
     kb, ds, chunk = make_kb(api)
     url = f"/v2/knowledge/{kb}/datasources/{ds}/chunks/{chunk[1]}"

@@ -22,7 +22,7 @@ from proxy.knowledge.records import (
     new_id,
     now,
 )
-from proxy.knowledge.service import Hit, KnowledgeService, Rerank, not_found, vector_of
+from proxy.knowledge.service import Hit, KnowledgeService, Rerank, vector_of
 from proxy.server.handlers import error_response, request_id
 from proxy.server.state import SERVER
 
@@ -49,6 +49,10 @@ def endpoint(op: Op) -> Callable[[web.Request], Awaitable[web.Response]]:
             result = await op(request, _service(request), key.name)
         except ProxyError as err:
             return error_response(err, rid)
+        except web.HTTPRequestEntityTooLarge:
+            limit = runtime.config.server.max_body_bytes
+            return error_response(ProxyError(413, f"Request body is larger than {limit} bytes (server.max_body_bytes)",
+                                             code=ErrorCode.payload_too_large), rid)
         except Exception:
             server.logger.exception("unhandled error", request_id=rid, path=request.path)
             return error_response(ProxyError(500, "Internal error; the request id is in the logs",
@@ -394,4 +398,4 @@ def add_routes(app: web.Application) -> None:
         app.router.add_route(method, path, endpoint(op))
 
 
-__all__ = ["add_routes", "not_found"]
+__all__ = ["add_routes"]
