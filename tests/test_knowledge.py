@@ -444,6 +444,22 @@ def test_chat_upstream_sees_the_context_as_a_system_message(api: httpx.Client, g
     assert sent["contents"][-1]["parts"][-1]["text"] == "Reimbursement?"
 
 
+def test_openai_chat_gets_the_context_right_before_the_last_user_message(api: httpx.Client,
+                                                                         upstream: OpenAIEmulator) -> None:
+    kb, _, _ = make_kb(api)
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is the office?"},
+               {"role": "assistant", "content": "Downtown."}, {"role": "user", "content": "Reimbursement?"}]
+    r = api.post("/v2/router/chat/completions", json={"model": "emu/m", "messages": history, "orq": {
+        "knowledge_bases": [{"knowledge_id": kb, "top_k": 1, "search_type": "vector_search"}]}})
+    assert r.status_code == 200, r.text
+    sent = [rec for rec in upstream.requests if rec.path == "/v1/chat/completions"][-1].body
+    assert sent is not None
+    messages = sent["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "system", "user"]
+    assert messages[:3] == history[:3] and messages[4] == history[3]
+    assert CORPUS[0]["text"] in messages[3]["content"] and messages[3]["content"].startswith("Use the following")
+
+
 def test_a_different_retrieval_is_a_different_cache_key(api: httpx.Client, upstream: OpenAIEmulator) -> None:
     kb, ds, chunk = make_kb(api)
     body = {"model": "emu/cached", "prompt": "reimbursement?", "cache": {"type": "exact_match", "ttl": 60},
