@@ -58,6 +58,7 @@ async def run(backend: str, chunks: int, dims: int, searches: int, where: str) -
     store = f"backend: sqlite\n  path: {where}/kb.db" if backend == "sqlite" else \
         f"backend: postgres\n  url: {where}"
     config = parse_config(f"providers: {{e: {{type: openai, base_url: 'http://127.0.0.1:9/v1'}}}}\n"
+                          f"auth: {{keys: [{{name: bench, key: {secrets.token_hex(16)}}}]}}\n"
                           f"knowledge:\n  {store}\n")
     service = KnowledgeService(config)
     await service.start()
