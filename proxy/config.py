@@ -6,6 +6,7 @@ service that refuses to start must say exactly what to fix.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -221,6 +222,34 @@ class LimitsConfig(Strict):
 class Price(Strict):
     input_per_1m: Annotated[float, Meta(ge=0)] = 0.0
     output_per_1m: Annotated[float, Meta(ge=0)] = 0.0  # completion tokens, reasoning included
+class RetrievalSettings(Strict):
+    """A knowledge base's defaults for searches that do not say (orq's `retrieval_settings`)."""
+
+    retrieval_type: Literal["vector_search", "keyword_search", "hybrid_search"] = "hybrid_search"
+    top_k: Annotated[int, Meta(ge=1, le=100)] = 5
+    threshold: Annotated[float, Meta(ge=0, le=1)] = 0.0
+
+
+class DeclaredKnowledgeBase(Strict):
+    """A knowledge base the config declares: created at start if missing, never dropped."""
+
+    key: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+    embedding_model: str | None = None  # `provider/model` (an OpenAI-compatible /embeddings)
+    description: str | None = None
+    retrieval_settings: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
+    keys: list[str] | None = None  # names of the API keys that may use it; None: every key
+
+
+class KnowledgeConfig(Strict):
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = "switchyard-knowledge.db"  # sqlite: relative to the config file
+    url: str | None = None  # postgres: postgresql://user@host:port/database
+    schema: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "switchyard_knowledge"  # postgres
+    embedding_batch: Annotated[int, Meta(ge=1, le=2048)] = 64  # texts per /embeddings call
+    embedding_timeout_seconds: Positive = 30.0
+    # How retrieved chunks enter the prompt: `{context}` is the chunks joined by a blank line.
+    template: str = "Use the following context to answer.\n<context>\n{context}\n</context>"
+    bases: list[DeclaredKnowledgeBase] = msgspec.field(default_factory=list)
 
 
 class Config(Strict):
@@ -236,6 +265,7 @@ class Config(Strict):
     prompts: PromptsConfig = msgspec.field(default_factory=PromptsConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     pricing: dict[str, Price] = msgspec.field(default_factory=dict)  # provider/model glob, first match
+    knowledge: KnowledgeConfig | None = None  # absent: no knowledge bases (the API answers 404)
     source: str = ""  # the file it came from, filled in by load_config
 
 
@@ -292,12 +322,17 @@ def parse_config(text: str, source: str = "<config>", env: dict[str, str] | None
         reported = [p[0] for p in problems]
         problems += [p for p in semantic_errors(config, Path(source).parent, LOCAL_DEFAULTS)
                      if not any(_related(p[0], r) for r in reported)]
+        problems += knowledge_problems(config)
     if problems:
         raise ConfigError(*(f"{source}: {path or '(top level)'}: {what}" for path, what in problems))
     assert config is not None
     config.source = source
     if config.prompts.dir is not None and not Path(config.prompts.dir).is_absolute():
         config.prompts.dir = str((Path(source).parent / config.prompts.dir).resolve())
+    knowledge = config.knowledge
+    if knowledge is not None and knowledge.backend == "sqlite" and knowledge.path != ":memory:" \
+            and not Path(knowledge.path).is_absolute():
+        knowledge.path = str((Path(source).parent / knowledge.path).resolve())
     return config
 
 
@@ -313,6 +348,37 @@ def load_config(path: str | Path) -> Config:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     return parse_config(text, str(path))
+
+
+def knowledge_problems(config: Config) -> list[Problem]:
+    """The `knowledge:` section's checks the types cannot say (README, "Knowledge bases")."""
+    knowledge = config.knowledge
+    if knowledge is None:
+        return []
+    problems: list[Problem] = []
+    if knowledge.backend == "postgres":
+        if not knowledge.url:
+            problems.append(("knowledge.url",
+                             "the postgres backend needs a url such as postgresql://127.0.0.1:5432/switchyard"))
+        if importlib.util.find_spec("asyncpg") is None:
+            problems.append(("knowledge.backend",
+                             "postgres needs asyncpg, which is not installed: pip install 'switchyard[postgres]'"))
+    if "{context}" not in knowledge.template:
+        problems.append(("knowledge.template", "must contain `{context}`, where the retrieved chunks go"))
+    names = {key.name for key in config.auth.keys}
+    seen: set[str] = set()
+    for i, base in enumerate(knowledge.bases):
+        if base.key in seen:
+            problems.append((f"knowledge.bases[{i}].key", f"duplicate knowledge base {base.key!r}"))
+        seen.add(base.key)
+        model = base.embedding_model
+        if model is not None and ("/" not in model or model.partition("/")[0] not in config.providers):
+            problems.append((f"knowledge.bases[{i}].embedding_model",
+                             f"{model!r} must be `provider/model` with a configured provider"))
+        for j, name in enumerate(base.keys or ()):
+            if name not in names:
+                problems.append((f"knowledge.bases[{i}].keys[{j}]", f"no API key named {name!r} in auth.keys"))
+    return problems
 
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "switchyard.yaml"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from proxy.cache.store import ResponseCache
 from proxy.config import Config
 from proxy.health.breakers import Breakers
+from proxy.knowledge.service import KnowledgeService
 from proxy.limits.service import Limiter
 from proxy.observability.metrics import Metrics
 from proxy.pipeline.auth import KeyRing
@@ -43,9 +44,13 @@ class Runtime:
         self.connectors: dict[str, Connector] = {
             name: connector_class(provider.type)(name, provider) for name, provider in config.providers.items()
         }
+        # Knowledge bases only when the config has a `knowledge:` section (README, "Knowledge bases").
+        self.knowledge = KnowledgeService(config, self.connectors) if config.knowledge is not None else None
         self.pipeline: Next = build_pipeline(self)
 
     async def start(self) -> None:
+        if self.knowledge is not None:
+            await self.knowledge.start()
         for connector in self.connectors.values():
             await connector.start()
 
@@ -65,3 +70,5 @@ class Runtime:
         if self.owns_breakers and self.breakers is not None:
             await self.breakers.close()
         await self.limiter.close()
+        if self.knowledge is not None:
+            await self.knowledge.close()

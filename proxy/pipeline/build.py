@@ -39,7 +39,7 @@ def build_pipeline(runtime: Runtime) -> Next:
             AuthorizeStage(),
             LimitStage(runtime.limiter),
             TemplatingStage(runtime.prompts, runtime.config.server.max_prompt_chars),
-            KnowledgeStage(),
+            KnowledgeStage(runtime.knowledge),
             SupportStage(runtime.connectors),
             CacheStage(runtime.cache, metrics),
             balance,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError
-from proxy.server import handlers
+from proxy.server import handlers, knowledge_routes
 from proxy.server.request_log import log_request
 from proxy.server.state import SERVER, Server
 
@@ -36,6 +36,7 @@ def make_app(server: Server, *, with_metrics: bool = True) -> web.Application:
         routes["/metrics"] = ("GET", handlers.metrics)
     for path, (method, handler) in routes.items():
         app.router.add_route(method, path, handler)
+    knowledge_routes.add_routes(app)  # /v2/knowledge…: orq's knowledge API
     allowed = {path: "GET, HEAD" if method == "GET" else method for path, (method, _) in routes.items()}
 
     async def unrouted(request: web.Request) -> web.Response:

@@ -49,6 +49,7 @@ class RequestEvent(msgspec.Struct, omit_defaults=True):
     prompt_version: int | None = None
     stream_error: dict[str, Any] | None = None
     circuit_open: list[str] | None = None  # candidates skipped because their circuit breaker was open
+    knowledge: list[dict[str, Any]] | None = None  # per knowledge base searched: key and chunk ids used
 
 
 _encode = msgspec.json.Encoder().encode
@@ -123,6 +124,7 @@ def request_event(request_id: str, call: Call | None, status: int, path: str) ->
         event.cost = log.get("cost")
         limits = log.get("_limits")
         event.rate_limited = limits.limited if limits is not None else None
+        event.knowledge = log.get("knowledge")
     return event
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.emulators import openai_chat
+from tests.emulators import openai_chat, openai_embeddings, rerank
 from tests.emulators.base import (
     Emulator,
     Recorded,
@@ -144,6 +144,9 @@ class OpenAIEmulator(Emulator[Reply]):
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        # Not OpenAI's: Jina's rerank endpoint, so one loopback provider can serve a knowledge base.
+        app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
 
     def _authorized(self, request: web.Request) -> bool:
@@ -166,6 +169,25 @@ class OpenAIEmulator(Emulator[Reply]):
             for m in names
         ]
         return _json(200, {"object": "list", "data": data})
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        return await self._model_call(request, openai_embeddings.answer)
+
+    async def _rerank(self, request: web.Request) -> web.Response:
+        return await self._model_call(request, rerank.answer)
+
+    async def _model_call(self, request: web.Request, answer: Any) -> web.Response:
+        body = await self.record(request)
+        if not self._authorized(request):
+            return _json(401, openai_error(401))
+        if body is None:
+            return _json(400, openai_error(400, message="We could not parse the JSON body of your request."))
+        model = body.get("model")
+        reply = self.next_reply(model) if isinstance(model, str) else Reply()
+        if reply.status >= 400:  # scripted failure (e.g. 503: the embedding provider is down)
+            return _json(reply.status, reply.error_body or openai_error(reply.status, model))
+        status, payload = answer(body)
+        return _json(status, payload)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
