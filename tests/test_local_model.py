@@ -76,12 +76,12 @@ def managed(local: ProxyProcess) -> dict[str, Any]:
     return httpx.get(f"{local.url}/healthz", timeout=5).json()["managed"]["gemma"]
 
 
-def direct(local: ProxyProcess, body: dict[str, Any]) -> dict[str, Any]:
+def direct(local: ProxyProcess, body: dict[str, Any], path: str = "/v1/completions") -> dict[str, Any]:
     """The same request asked of llama.cpp's server directly, with the key the proxy gave it."""
     server = managed(local)
     environ = Path(f"/proc/{server['pid']}/environ").read_bytes().split(b"\0")
     key = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"SWITCHYARD_LLAMA_KEY="))
-    response = httpx.post(f"http://127.0.0.1:{server['port']}/v1/completions", json=body, timeout=60,
+    response = httpx.post(f"http://127.0.0.1:{server['port']}{path}", json=body, timeout=60,
                           headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200, response.text
     return response.json()
@@ -143,6 +143,23 @@ def test_stream_equals_the_servers_answer_with_usage_last(local: ProxyProcess, c
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["usage"]["completion_tokens"] == 8
     assert all("usage" not in c or c["usage"] is None for c in chunks[:-1])
+
+
+def test_chat_surface_equals_the_servers_chat_answer(local: ProxyProcess) -> None:
+    """/v1/chat/completions reaches llama.cpp's own chat endpoint (its chat template applied
+    there), whole and streamed, through the openai SDK pointed at /v1."""
+    import openai
+
+    messages = [{"role": "user", "content": "Name the capital of France."}]
+    expected = direct(local, {"messages": messages, "max_tokens": 6, "temperature": 0},
+                      "/v1/chat/completions")["choices"][0]["message"]["content"]
+    sdk = openai.OpenAI(api_key=KEY, base_url=f"{local.url}/v1", max_retries=0)
+    answer = sdk.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0)
+    assert expected and answer.choices[0].message.content == expected
+    chunks = list(sdk.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0,
+                                              stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
 
 
 def test_openai_sdk(local: ProxyProcess) -> None:
