@@ -13,6 +13,7 @@ import base64
 import fnmatch
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -87,10 +88,96 @@ def anthropic_error(status: int, message: str = "", type_: str | None = None) ->
 
 
 def _text(content: Any) -> str:
+    """The text of a turn: its text blocks, and the text of its tool results (what the model
+    reads back after calling a tool)."""
     if isinstance(content, str):
         return content
     parts = content if isinstance(content, list) else []
-    return "".join(b.get("text", "") for b in parts if isinstance(b, dict) and b.get("type") == "text")
+    out = []
+    for block in parts:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            out.append(block.get("text", ""))
+        elif block.get("type") == "tool_result":
+            out.append(_text(block.get("content") or ""))
+    return "".join(out)
+
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _check_tools(body: dict) -> str | None:
+    """`tools` and `tool_choice` as the API validates them."""
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "tools: Input should be a valid list"
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                return f"tools.{i}.name: Field required"
+            if not TOOL_NAME.match(tool["name"]):
+                return f"tools.{i}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+            schema = tool.get("input_schema")
+            if not isinstance(schema, dict):
+                return f"tools.{i}.input_schema: Field required"
+            if schema.get("type") != "object":
+                return f"tools.{i}.input_schema.type: Input should be 'object'"
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind not in ("auto", "any", "tool", "none"):
+        return "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'"
+    if not tools:
+        return "tool_choice: may only be specified while providing tools"
+    if kind == "tool" and not any(t["name"] == choice.get("name") for t in tools):
+        return f"tool_choice.name: Tool '{choice.get('name')}' not found in tools"
+    if kind == "none" and "disable_parallel_tool_use" in choice:
+        return "tool_choice.none.disable_parallel_tool_use: Extra inputs are not permitted"
+    if kind in ("any", "tool") and _thinking_on(body):
+        return "Thinking may not be enabled when tool_choice forces tool use."
+    return None
+
+
+def _tool_blocks(content: Any, kind: str) -> list[dict]:
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict) and b.get("type") == kind]
+
+
+def _check_tool_turns(messages: list[dict]) -> str | None:
+    """Each tool_use needs its tool_result in the very next (user) turn, first in it; each
+    tool_result needs its tool_use in the turn before."""
+    for i, msg in enumerate(messages):
+        content = msg["content"]
+        uses = _tool_blocks(content, "tool_use")
+        results = _tool_blocks(content, "tool_result")
+        if msg["role"] == "user" and uses:
+            return f"messages.{i}.content: tool_use blocks may only appear in assistant messages"
+        if msg["role"] == "assistant" and results:
+            return f"messages.{i}.content: tool_result blocks may only appear in user messages"
+        for j, use in enumerate(uses):
+            if not isinstance(use.get("id"), str) or not isinstance(use.get("name"), str):
+                return f"messages.{i}.content.{j}: tool_use blocks need an id and a name"
+            if not isinstance(use.get("input"), dict):
+                return f"messages.{i}.content.{j}.input: Input should be a valid dictionary"
+        if results and isinstance(content, list) and content[: len(results)] != results:
+            return f"messages.{i}: tool_result blocks must come first in the user message's content"
+        previous = {u["id"] for u in _tool_blocks(messages[i - 1]["content"], "tool_use")} if i else set()
+        answered = {r.get("tool_use_id") for r in results}
+        if unexpected := sorted(str(a) for a in answered - previous):
+            return (f"messages.{i}.content.0: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{', '.join(unexpected)}. Each `tool_result` block must have a corresponding `tool_use` "
+                    "block in the previous message.")
+        following = messages[i + 1]["content"] if i + 1 < len(messages) else None
+        if uses and i + 1 < len(messages):
+            missing = sorted({u["id"] for u in uses} - {r.get("tool_use_id") for r in _tool_blocks(following, "tool_result")})
+            if missing:
+                return (f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks immediately "
+                        f"after: {', '.join(missing)}. Each `tool_use` block must have a corresponding "
+                        "`tool_result` block in the next message.")
+    return None
 
 
 def _thinking_on(body: dict) -> bool:
@@ -172,6 +259,10 @@ def check_request(
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         return "max_tokens: Input should be greater than or equal to 1"
     if (problem := _check_messages(body.get("messages"))) is not None:
+        return problem
+    if (problem := _check_tool_turns(body["messages"])) is not None:
+        return problem
+    if (problem := _check_tools(body)) is not None:
         return problem
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
