@@ -491,10 +491,137 @@ def test_chat_stream_relays_reasoning_before_the_answer(client, ant):
     assert first_reasoning < first_content
 
 
-def test_chat_tools_are_refused_until_mapped(client, ant):
-    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    r = client.post(CHAT, json={"model": f"ant/{M}", "messages": TURNS[1:2], "tools": [tool]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+PARIS = {"name": "get_weather", "input": {"city": "Paris", "unit": "C"}}
+
+
+@pytest.fixture()
+def oai_v1(proxy: ProxyProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=KEY_A, base_url=proxy.url + "/v1", max_retries=0) as client:
+        yield client
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_tool_call_round_trip(oai_v1, ant, streamed):
+    """The openai SDK's tool loop against a Claude model: tools and tool_choice go out in
+    Anthropic's shape, tool_use comes back as tool_calls (arguments streamed in pieces), and the
+    call and its result go back as tool_use and tool_result blocks."""
+    ant.script(M, Reply(text="", tool_use=PARIS, chunks=3), Reply())
+    messages: list[dict] = [{"role": "user", "content": "weather in Paris"}]
+    if streamed:
+        chunks = list(oai_v1.chat.completions.create(model=f"ant/{M}", messages=messages, tools=[WEATHER],
+                                                     tool_choice="required", stream=True))
+        pieces = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        assert {p.index for p in pieces} == {0}
+        call_id = next(p.id for p in pieces if p.id)
+        name = next(p.function.name for p in pieces if p.function and p.function.name)
+        arguments = "".join(p.function.arguments or "" for p in pieces if p.function)
+        assert len([p for p in pieces if p.function and p.function.arguments]) > 1  # incremental
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == \
+            ["tool_calls"]
+    else:
+        res = oai_v1.chat.completions.create(model=f"ant/{M}", messages=messages, tools=[WEATHER],
+                                             tool_choice="required")
+        assert res.choices[0].finish_reason == "tool_calls" and len(res.choices[0].message.tool_calls) == 1
+        call = res.choices[0].message.tool_calls[0]
+        call_id, name, arguments = call.id, call.function.name, call.function.arguments
+    assert call_id.startswith("toolu_") and name == "get_weather"
+    assert json.loads(arguments) == {"city": "Paris", "unit": "C"}
+    first = sent(ant)[0]
+    assert first["tools"] == [{"name": "get_weather", "description": "Weather for a city",
+                               "input_schema": WEATHER["function"]["parameters"]}]
+    assert first["tool_choice"] == {"type": "any"}
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": "sunny, 21C"},
+    ]
+    res = oai_v1.chat.completions.create(model=f"ant/{M}", messages=messages, tools=[WEATHER])
+    assert res.choices[0].message.content == "Echo: sunny, 21C" and res.choices[0].finish_reason == "stop"
+    second = sent(ant)[1]
+    assert "tool_choice" not in second
+    assert second["messages"][1:] == [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": call_id, "name": "get_weather",
+                                           "input": {"city": "Paris", "unit": "C"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": "sunny, 21C"}]},
+    ]
+
+
+def test_parallel_tool_results_share_one_user_turn(client, ant):
+    """Two calls answered by two tool messages: one user turn with both results (Anthropic wants
+    every result of a turn's calls in the next message); a named choice and
+    parallel_tool_calls false become tool_choice {type: tool, disable_parallel_tool_use}."""
+    calls = [{"id": f"toolu_{i}", "type": "function", "function": {"name": "get_weather",
+                                                                  "arguments": json.dumps({"city": city})}}
+             for i, city in enumerate(("Paris", "Oslo"))]
+    r = client.post(CHAT, json={
+        "model": f"ant/{M}", "tools": [WEATHER], "parallel_tool_calls": False,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "messages": [{"role": "user", "content": "Paris and Oslo?"},
+                     {"role": "assistant", "content": "Looking both up.", "tool_calls": calls},
+                     {"role": "tool", "tool_call_id": "toolu_0", "content": "sunny"},
+                     {"role": "tool", "tool_call_id": "toolu_1", "content": "rain"}]})
+    assert r.status_code == 200, r.text
+    body = sent(ant)[0]
+    assert body["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+    assert body["messages"][1]["content"] == [
+        {"type": "text", "text": "Looking both up."},
+        {"type": "tool_use", "id": "toolu_0", "name": "get_weather", "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]
+    assert body["messages"][2:] == [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_0", "content": "sunny"},
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "rain"}]}]
+    assert r.json()["choices"][0]["message"]["content"] == "Echo: sunnyrain"
+
+
+def test_streamed_call_without_arguments_gets_an_empty_object(client, ant):
+    """Anthropic streams no input_json_delta for a call that takes no arguments; the client still
+    gets arguments it can parse, `{}`, after the text that came before the call."""
+    events = [
+        {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": M,
+                                              "content": [], "usage": {"input_tokens": 3, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking."}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "tool_use", "id": "toolu_9", "name": "now", "input": {}}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}},
+        {"type": "message_stop"},
+    ]
+    ant.script(M, Reply(raw_body=b"".join(b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode()
+                                          + b"\n\n" for e in events)))
+    now = {"type": "function", "function": {"name": "now"}}
+    with client.stream("POST", CHAT, json={"model": f"ant/{M}", "messages": TURNS[1:2], "tools": [now],
+                                           "stream": True}) as r:
+        raw = r.read().decode()
+    assert r.status_code == 200, raw
+    chunks = [json.loads(e[len("data: "):]) for e in raw.split("\n\n") if e and e != "data: [DONE]"]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+    calls = [tc for d in deltas for tc in d.get("tool_calls") or ()]
+    assert "".join(d.get("content") or "" for d in deltas) == "Checking."
+    assert calls[0]["id"] == "toolu_9" and calls[0]["function"]["name"] == "now"
+    assert "".join(c["function"].get("arguments") or "" for c in calls) == "{}"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == ["tool_calls"]
+    assert sent(ant)[0]["tools"] == [{"name": "now", "input_schema": {"type": "object", "properties": {}}}]
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}}},
+     "response_format"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": [WEATHER], "tool_choice": "required", "thinking": {"type": "adaptive"}}, "tool_choice"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
+        {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "[1]"}}]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "x"}], "tools": [WEATHER]},
+     "messages[1].tool_calls[0].function.arguments"),
+])
+def test_chat_requests_anthropic_cannot_take_are_refused_by_name(client, ant, extra, param):
+    r = client.post(CHAT, json={"model": f"ant/{M}", "messages": TURNS[1:2], **extra})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
     assert ant.requests == []
 
 

@@ -25,7 +25,12 @@ from proxy.providers.anthropic.params import (
     refusal,
 )
 from proxy.providers.anthropic.stream import NO_REASONING_WIRES, DeltaDecoder
-from proxy.providers.anthropic.translate import error_from, result_of, to_wire
+from proxy.providers.anthropic.translate import (
+    error_from,
+    result_of,
+    to_wire,
+    tool_input,
+)
 from proxy.providers.chat import ChatConnector
 
 _encode = msgspec.json.Encoder().encode
@@ -59,9 +64,12 @@ class AnthropicConnector(ChatConnector):
                 self._refuse(name, "it is outside the schema (OpenAI's), and Anthropic's Messages API does not take it")
         super().check(request, target)
         for i, message in enumerate(request.messages):
-            if message.role == "tool" or message.tool_calls or (
-                    isinstance(message.content, list) and not all(isinstance(p, TextPart) for p in message.content)):
-                self._refuse(f"messages[{i}]", "only text messages are sent to Anthropic so far")
+            if isinstance(message.content, list) and not all(isinstance(p, TextPart) for p in message.content):
+                self._refuse(f"messages[{i}]", "only text and tool messages are sent to Anthropic so far")
+            for j, call in enumerate(message.tool_calls or ()):
+                if tool_input(call.arguments) is None:
+                    self._refuse(f"messages[{i}].tool_calls[{j}].function.arguments",
+                                 "Anthropic takes a tool call's arguments as a JSON object, and these are not one")
         rule = refusal(request, target.model, self.version)
         if rule is not None:
             self._refuse(rule.field, rule.reason, target)

@@ -53,11 +53,13 @@ PARAMS: ParamTable = {
     "stream": Send("stream"),
     "extras": Refuse("fields outside the schema are OpenAI's; Anthropic's Messages API does not take them",
                      when=_other_extras),
-    # Chat fields not mapped to Anthropic yet: refused by name rather than silently lost.
-    "tools": Refuse("tool use is not mapped for Anthropic yet"),
-    "tool_choice": Refuse("tool use is not mapped for Anthropic yet"),
-    "parallel_tool_calls": Refuse("tool use is not mapped for Anthropic yet"),
-    "response_format": Refuse("structured output is not mapped for Anthropic yet", when=lambda f: f.type != "text"),
+    "tools": Send("tools (parameters → input_schema; `strict` is not sent)"),
+    "tool_choice": Send("tool_choice (none, auto, required → any, a function → tool)"),
+    "parallel_tool_calls": Send("tool_choice.disable_parallel_tool_use"),
+    # The 2023-06-01 Messages API has no JSON mode; emulating one with a forced tool would clash
+    # with the client's own tools and with thinking, so it is refused by name (docs/providers.md).
+    "response_format": Refuse("Anthropic's Messages API has no JSON mode; ask for JSON in the prompt, "
+                              "or define a tool with that schema and require it", when=lambda f: f.type != "text"),
     "logprobs": Refuse("Anthropic returns no log probabilities", when=bool),
     "top_logprobs": Refuse("Anthropic returns no log probabilities"),
     "reasoning_effort": Refuse("use `thinking` with Anthropic", when=lambda effort: effort != "none"),
@@ -109,6 +111,9 @@ RULES: tuple[Rule, ...] = (
          lambda r, m, v: thinking_on(r)),
     Rule("top_p", "refuse", "with thinking on, Anthropic takes a top_p of 0.95 or more only",
          lambda r, m, v: thinking_on(r) and r.top_p is not None and r.top_p < 0.95),
+    Rule("tool_choice", "refuse", "with thinking on, Anthropic takes no tool_choice that forces a tool "
+         "(only `auto` or `none`)",
+         lambda r, m, v: thinking_on(r) and r.tool_choice is not None and r.tool_choice.type in ("required", "function")),
     Rule("thinking.budget_tokens", "refuse",
          f"must be at least {MIN_THINKING_BUDGET} and less than `max_tokens` (when omitted: "
          f"{COMPLETION_MAX_TOKENS}, the spec's default, for a completion; {CHAT_MAX_TOKENS} for a chat)",

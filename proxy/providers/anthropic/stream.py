@@ -18,7 +18,7 @@ import time
 import msgspec
 
 from proxy.core.errors import protocol_error
-from proxy.core.model import Delta, StreamHead, Usage
+from proxy.core.model import Delta, StreamHead, ToolCallDelta, Usage
 from proxy.core.target import Target
 from proxy.providers.anthropic import wire
 from proxy.providers.anthropic.translate import error_event, finish_reason, usage_of
@@ -41,6 +41,11 @@ class DeltaDecoder:
         self.finished = False
         self._input_tokens = 0
         self._usage: wire.Usage | wire.DeltaUsage | None = None
+        # Open tool_use blocks: Anthropic's block index → the call's index among the choice's
+        # tool calls (OpenAI clients index calls from 0); and the calls that got arguments.
+        self._calls: dict[int, int] = {}
+        self._with_arguments: set[int] = set()
+        self._call_count = 0
 
     def take(self) -> list[Delta]:
         out = self.output
@@ -82,10 +87,12 @@ class DeltaDecoder:
                 self._input_tokens = usage.input_tokens
             self._usage = usage  # cumulative: the latest counts replace the earlier ones
             self._emit(Delta(finish_reason=finish_reason(event.delta.stop_reason)))
+        elif kind == "content_block_stop":
+            self._stop(event)
         elif kind == "message_stop":
             self.finished = True
             self._emit(Delta(index=-1, usage=self.usage))
-        # content_block_stop, ping and event types added later carry nothing to relay.
+        # ping and event types added later carry nothing to relay.
 
     @property
     def usage(self) -> Usage | None:
@@ -101,6 +108,20 @@ class DeltaDecoder:
             self._emit(Delta(text=block.text))
         elif block.type == "thinking" and block.thinking:
             self._emit(Delta(reasoning=block.thinking))
+        elif block.type == "tool_use":
+            if not block.id or not block.name:
+                raise self._bad("a tool_use block without id or name")
+            call = self._call_count
+            self._call_count += 1
+            self._calls[event.index] = call
+            self._emit(Delta(tool_calls=[ToolCallDelta(call, block.id, block.name, "")]))
+
+    def _stop(self, event: wire.Event) -> None:
+        call = self._calls.pop(event.index, None) if event.index is not None else None
+        if call is not None and call not in self._with_arguments:
+            # A call without arguments streams no input_json_delta: its arguments are `{}`,
+            # which the client can parse, as it could the whole answer's.
+            self._emit(Delta(tool_calls=[ToolCallDelta(call, arguments="{}")]))
 
     def _delta(self, event: wire.Event) -> None:
         delta = event.delta
@@ -117,10 +138,17 @@ class DeltaDecoder:
             self._emit(Delta(reasoning=delta.thinking))
         elif kind == "signature_delta":
             self._emit(Delta(reasoning_signature=delta.signature or ""))
-        # input_json_delta (tool arguments) and later delta types: no completion text.
+        elif kind == "input_json_delta":
+            call = self._calls.get(event.index)
+            if call is None or delta.partial_json is None:
+                raise self._bad("input_json_delta outside a tool_use block or without partial_json")
+            if delta.partial_json:
+                self._with_arguments.add(call)
+                self._emit(Delta(tool_calls=[ToolCallDelta(call, arguments=delta.partial_json)]))
+        # Later delta types: nothing to relay.
 
     def _emit(self, delta: Delta) -> None:
-        if not self.content_seen and (delta.text or delta.finish_reason is not None or (
+        if not self.content_seen and (delta.text or delta.tool_calls or delta.finish_reason is not None or (
                 self.reasoning_is_content and (delta.reasoning or delta.redacted_reasoning))):
             self.content_seen = True
         self.output.append(delta)

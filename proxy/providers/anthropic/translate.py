@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from proxy.core.errors import ErrorCode, UpstreamError, protocol_error, status_error
-from proxy.core.model import ChatRequest, Choice, FinishReason, Message, Result, Usage
+from proxy.core.model import (
+    ChatRequest,
+    Choice,
+    FinishReason,
+    Message,
+    Result,
+    ToolCall,
+    Usage,
+)
 from proxy.core.target import Target
 from proxy.providers.anthropic import wire
 from proxy.providers.anthropic.params import adaptive_only, dropped, max_tokens_of
@@ -32,24 +40,75 @@ def finish_reason(reason: str | None) -> FinishReason:
 
 
 # -- request --------------------------------------------------------------------------------------------
+_object = msgspec.json.Decoder(dict[str, Any])
+_encode = msgspec.json.Encoder().encode
+
+
+def tool_input(arguments: str) -> dict[str, Any] | None:
+    """A tool call's JSON arguments as the object Anthropic's `input` is; None when they are not
+    a JSON object (connector.check refuses those before any call). Empty arguments are `{}`."""
+    if not arguments.strip():
+        return {}
+    try:
+        return _object.decode(arguments)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _blocks(message: Message) -> list[wire.ContentBlock]:
+    """A non-system turn as content blocks: a tool result, or text then the turn's tool calls."""
+    text = message.text()
+    if message.role == "tool":
+        return [wire.ToolResultBlock(message.tool_call_id or "", text or None)]
+    blocks: list[wire.ContentBlock] = [wire.TextBlock(text)] if text or not message.tool_calls else []
+    for call in message.tool_calls or ():
+        blocks.append(wire.ToolUseBlock(call.id, call.name, tool_input(call.arguments) or {}))
+    return blocks
+
+
 def _messages(messages: list[Message]) -> tuple[str | None, list[wire.MessageParam]]:
-    """System and developer turns become the top-level `system`; consecutive turns of one role
-    are merged, since the API wants user and assistant to alternate."""
+    """System and developer turns become the top-level `system`; tool results become user turns;
+    consecutive turns of one role are merged (so parallel tool results share one user turn),
+    since the API wants user and assistant to alternate."""
     system: list[str] = []
     turns: list[wire.MessageParam] = []
     for message in messages:
-        text = message.text()
         if message.role in ("system", "developer"):
-            system.append(text)
+            system.append(message.text())
             continue
         role: Literal["user", "assistant"] = "assistant" if message.role == "assistant" else "user"
+        blocks = _blocks(message)
         if turns and turns[-1].role == role:
             previous = turns[-1].content
-            blocks = [wire.TextBlock(previous)] if isinstance(previous, str) else previous
-            turns[-1] = wire.MessageParam(role, [*blocks, wire.TextBlock(text)])
+            before = [wire.TextBlock(previous)] if isinstance(previous, str) else previous
+            turns[-1] = wire.MessageParam(role, [*before, *blocks])
+        elif len(blocks) == 1 and isinstance(blocks[0], wire.TextBlock):
+            turns.append(wire.MessageParam(role, blocks[0].text))  # plain text stays a string
         else:
-            turns.append(wire.MessageParam(role, text))
+            turns.append(wire.MessageParam(role, blocks))
     return ("\n\n".join(system) if system else None), turns
+
+
+def _tools(request: ChatRequest) -> list[wire.Tool] | None:
+    if not request.tools:
+        return None
+    # Anthropic requires an object schema; a function without parameters takes no arguments.
+    return [wire.Tool(t.name, t.parameters or {"type": "object", "properties": {}}, t.description)
+            for t in request.tools]
+
+
+_CHOICE_TYPES: dict[str, Literal["auto", "any", "tool", "none"]] = {
+    "auto": "auto", "required": "any", "function": "tool", "none": "none"}
+
+
+def _tool_choice(request: ChatRequest) -> wire.ToolChoice | None:
+    choice = request.tool_choice
+    serial = True if request.parallel_tool_calls is False else None
+    if choice is None:
+        return wire.ToolChoice("auto", disable_parallel_tool_use=True) if serial and request.tools else None
+    kind = _CHOICE_TYPES[choice.type]
+    return wire.ToolChoice(kind, choice.name if kind == "tool" else None,
+                           serial if kind != "none" else None)
 
 
 def _thinking(request: ChatRequest, model: str) -> wire.ThinkingEnabled | wire.ThinkingAdaptive | None:
@@ -78,6 +137,8 @@ def to_wire(request: ChatRequest, target: Target, version: str) -> wire.Messages
         top_p=request.top_p if is_set(request, "top_p") and "top_p" not in gone else None,
         metadata=wire.Metadata(request.user) if request.user else None,
         thinking=_thinking(request, target.model),
+        tools=_tools(request),
+        tool_choice=_tool_choice(request),
         stream=request.stream,
     )
 
@@ -105,6 +166,7 @@ def result_of(message: wire.Message, target: Target) -> Result:
     reasoning: list[str] = []
     signature: list[str] = []
     redacted: list[str] = []
+    calls: list[ToolCall] = []
     for block in message.content:
         if block.type == "text":
             if block.text is None:
@@ -117,7 +179,11 @@ def result_of(message: wire.Message, target: Target) -> Result:
             signature.append(block.signature or "")
         elif block.type == "redacted_thinking":
             redacted.append(block.data or "")
-        # Other blocks (tool_use, server tool results, …) carry no completion text.
+        elif block.type == "tool_use":
+            if not block.id or not block.name or not isinstance(block.input, dict):
+                raise protocol_error(target.label, "a tool_use block without id, name or input object")
+            calls.append(ToolCall(block.id, block.name, _encode(block.input).decode()))
+        # Other blocks (server tools and their results, …) carry no completion text.
     choice = Choice(
         index=0,
         text="".join(text),
@@ -125,6 +191,7 @@ def result_of(message: wire.Message, target: Target) -> Result:
         reasoning="".join(reasoning) if reasoning else None,
         reasoning_signature="".join(signature) or None,
         redacted_reasoning="".join(redacted) or None,
+        tool_calls=calls or None,
     )
     return Result(id=message.id, created=int(time.time()), model=message.model or target.model, choices=[choice],
                   usage=usage_of(message.usage, message.usage.input_tokens))

@@ -8,7 +8,7 @@ are tolerated and skipped, not treated as a broken answer.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -22,9 +22,39 @@ class TextBlock(Struct, tag_field="type", tag="text"):
     text: str
 
 
+class ToolUseBlock(Struct, tag_field="type", tag="tool_use"):
+    """A tool call the assistant made, replayed in a later turn."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(Struct, tag_field="type", tag="tool_result"):
+    """The answer to a tool call, in the user turn after it."""
+
+    tool_use_id: str
+    content: str | None = None
+
+
+ContentBlock = TextBlock | ToolUseBlock | ToolResultBlock
+
+
 class MessageParam(Struct):
     role: Literal["user", "assistant"]
-    content: str | list[TextBlock]
+    content: str | list[ContentBlock]
+
+
+class Tool(Struct):
+    name: str
+    input_schema: dict[str, Any]  # a JSON Schema of type object
+    description: str | None = None
+
+
+class ToolChoice(Struct):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None  # with type "tool"
+    disable_parallel_tool_use: bool | None = None  # not with type "none"
 
 
 class ThinkingEnabled(Struct, tag_field="type", tag="enabled"):
@@ -49,6 +79,8 @@ class MessagesRequest(Struct):
     top_p: float | None = None
     metadata: Metadata | None = None
     thinking: ThinkingEnabled | ThinkingAdaptive | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
     stream: bool = False
 
 
@@ -62,6 +94,9 @@ class Block(msgspec.Struct):
     thinking: str | None = None  # thinking
     signature: str | None = None  # thinking
     data: str | None = None  # redacted_thinking
+    id: str | None = None  # tool_use
+    name: str | None = None  # tool_use
+    input: Any = None  # tool_use: an object (empty in a stream's content_block_start)
 
 
 class Usage(msgspec.Struct):
@@ -101,6 +136,7 @@ class Delta(msgspec.Struct):
     text: str | None = None
     thinking: str | None = None
     signature: str | None = None
+    partial_json: str | None = None  # input_json_delta
     stop_reason: str | None = None
     stop_sequence: str | None = None
 
