@@ -24,6 +24,7 @@ from proxy.config_checks import (
     structural_errors,
 )
 from proxy.core.errors import validation_location
+from proxy.knowledge import local_embedder
 
 PortNumber = Annotated[int, Meta(ge=1, le=65535)]
 Positive = Annotated[float, Meta(gt=0)]
@@ -372,7 +373,10 @@ def knowledge_problems(config: Config) -> list[Problem]:
             problems.append((f"knowledge.bases[{i}].key", f"duplicate knowledge base {base.key!r}"))
         seen.add(base.key)
         model = base.embedding_model
-        if model is not None and ("/" not in model or model.partition("/")[0] not in config.providers):
+        if model == local_embedder.MODEL:
+            if (problem := local_embedder.missing()) is not None:
+                problems.append((f"knowledge.bases[{i}].embedding_model", problem))
+        elif model is not None and ("/" not in model or model.partition("/")[0] not in config.providers):
             problems.append((f"knowledge.bases[{i}].embedding_model",
                              f"{model!r} must be `provider/model` with a configured provider"))
         for j, name in enumerate(base.keys or ()):

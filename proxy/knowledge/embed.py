@@ -5,6 +5,7 @@ documents, top_n}` → `{results: [{index, relevance_score}]}`).
 A knowledge base names its model as `provider/model`; the provider's `base_url`, `api_key` and
 `headers` from the config are used as they are for completions. Failures raise EmbeddingError
 with a status the service maps to 502 (the provider answered badly) or 503 (it is down).
+The reserved `builtin/all-minilm-l6-v2` embeds in-process instead (`local_embedder`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import aiohttp
 import msgspec
 
 from proxy.config import ProviderConfig
+from proxy.knowledge.local_embedder import LocalEmbedder, is_local, missing
 
 
 class EmbeddingError(Exception):
@@ -54,6 +56,7 @@ class Embedder:
         self.batch = batch
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._local: LocalEmbedder | None = None
 
     def _session(self, name: str, provider: ProviderConfig) -> aiohttp.ClientSession:
         session = self._sessions.get(name)
@@ -68,6 +71,8 @@ class Embedder:
     async def close(self) -> None:
         for session in self._sessions.values():
             await session.close()
+        if self._local is not None:
+            self._local.close()
 
     def _where(self, model: str, path: str, what: str) -> tuple[aiohttp.ClientSession, str, str]:
         name, _, upstream_model = model.partition("/")
@@ -77,11 +82,22 @@ class Embedder:
         return self._session(name, provider), provider.base_url.rstrip("/") + path, upstream_model
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        if is_local(model):
+            return await self._embed_locally(texts)
         session, url, upstream_model = self._where(model, "/embeddings", "embedding")
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch):
             out.extend(await self._call(session, url, model, upstream_model, texts[start:start + self.batch]))
         return out
+
+    async def _embed_locally(self, texts: list[str]) -> list[list[float]]:
+        if self._local is None:
+            # a base stored while the extra was installed, read by a process without it
+            problem = missing()
+            if problem is not None:
+                raise EmbeddingError(503, problem)
+            self._local = LocalEmbedder(self.batch)
+        return await self._local.embed(texts)
 
     async def rerank(self, model: str, query: str, documents: list[str]) -> list[float]:
         """One relevance score per document, in the documents' order."""

@@ -20,6 +20,7 @@ from proxy.core.model import ChatRequest, Message
 from proxy.core.stream import CallContext
 from proxy.core.target import Target
 from proxy.knowledge.embed import Embedder, EmbeddingError
+from proxy.knowledge.local_embedder import is_local, missing
 from proxy.knowledge.records import Chunk, KnowledgeBase, Settings, now
 from proxy.knowledge.scoring import (
     cosine,
@@ -134,6 +135,13 @@ class KnowledgeService:
 
     def check_model(self, model: str | None, param: str) -> None:
         if model is None:
+            return
+        if is_local(model):
+            if not param.endswith("embedding_model"):
+                raise bad_request(f"`{param}`: {model!r} is an embedding model only", param)
+            problem = missing()
+            if problem is not None:
+                raise bad_request(f"`{param}` {model!r}: {problem}", param)
             return
         provider = model.partition("/")[0]
         if "/" not in model or provider not in self.config.providers:
