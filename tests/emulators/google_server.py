@@ -4,8 +4,11 @@ Built from Google's public API reference: ``POST /v1beta/models/{model}:generate
 (``/v1`` too)
 and ``:streamGenerateContent`` (SSE with ``?alt=sse``, else one JSON array), the API key
 in ``x-goog-api-key`` or ``?key=``, the request checks the API makes, the
-GenerateContentResponse shape and Google's error envelope. The answer is derived from the
-request (see `Reply`), so tests can assert exact outputs.
+GenerateContentResponse shape and Google's error envelope; function calling (``tools`` of
+``functionDeclarations``, ``toolConfig.functionCallingConfig``, ``functionCall`` parts in model
+turns and ``functionResponse`` parts in user turns) and JSON output (``responseMimeType``
+with ``responseSchema`` or ``responseJsonSchema``). The answer is derived from the request
+(see `Reply`), so tests can assert exact outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -48,8 +52,11 @@ _ERRORS: dict[int, tuple[str, str]] = {
 _GEN_FIELDS = {
     "maxOutputTokens", "temperature", "topP", "topK", "stopSequences", "candidateCount", "seed",
     "presencePenalty", "frequencyPenalty", "thinkingConfig", "responseMimeType", "responseSchema",
-    "responseLogprobs", "logprobs", "responseModalities",
+    "responseLogprobs", "logprobs", "responseModalities", "responseJsonSchema",
 }  # fmt: skip
+_MIME_TYPES = ("text/plain", "application/json", "text/x.enum")
+_MODES = ("AUTO", "ANY", "NONE", "VALIDATED")
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 _LEVELS = ("minimal", "low", "medium", "high")
 # Models that take thinkingLevel (Gemini 3) and models that cannot stop thinking (budget 0).
 LEVEL_MODELS = ("gemini-3*",)
@@ -63,6 +70,14 @@ class Reply(Fault):
     text: the answer; None derives ``"Echo: " + <last user text>``, and candidate i > 0
         gets ``" (i)"`` appended so candidates are told apart. Cut by ``stopSequences``
         and by ``maxOutputTokens`` less the thought tokens (one token = one word).
+        A conversation ending in ``functionResponse`` parts derives
+        ``"Result of <name>: <response.result>"`` per part (joined with ``"; "``) instead.
+        With ``responseMimeType: application/json`` the text is wrapped as ``{"echo": text}``,
+        or with a schema is an instance of it (strings are the text, numbers 1, booleans
+        true, enums their first value). No text is derived when the model calls functions.
+    function_calls: scripted ``{"name", "args"[, "id"]}`` calls (only when the request has
+        tools and the mode is not NONE); None derives one call when the mode is ANY: the
+        first allowed (else declared) function, its args an instance of its schema.
     thinking: the thought text; None derives ``"Thinking about: " + <last user text>``.
         The model thinks when thinkingConfig has a non-zero thinkingBudget or a
         thinkingLevel; thought parts (``thought: true``) are sent only with
@@ -70,6 +85,7 @@ class Reply(Fault):
     """
 
     text: str | None = None
+    function_calls: list[dict] | None = None
     thinking: str | None = None
     finish_reason: str | None = None  # overrides STOP / MAX_TOKENS, e.g. "SAFETY"
     block_reason: str | None = None  # promptFeedback.blockReason: no candidates at all
@@ -117,9 +133,94 @@ def _check_contents(body: dict) -> str | None:
         parts = content.get("parts")
         if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
             return f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."
+        for j, part in enumerate(parts):
+            if (problem := _check_part(_norm(part), content.get("role", "user"), f"contents[{i}].parts[{j}]")):
+                return problem
     system = body.get("systemInstruction", body.get("system_instruction"))
     if system is not None and not (isinstance(system, dict) and isinstance(system.get("parts"), list)):
         return "* GenerateContentRequest.system_instruction.parts: parts must be a list"
+    return None
+
+
+def _check_part(part: dict, role: str, where: str) -> str | None:
+    data = [k for k in ("text", "functionCall", "functionResponse", "inlineData", "fileData") if k in part]
+    if len(data) != 1:
+        return f"* GenerateContentRequest.{where}.data: required oneof field 'data' must have one initialized field"
+    kind = data[0]
+    if kind == "functionCall":
+        call = _norm(part[kind])
+        if role != "model":
+            return f"Please ensure that function call turn comes immediately after a user turn or after a function response turn. ({where})"
+        if not isinstance(call.get("name"), str) or not isinstance(call.get("args", {}), dict):
+            return f"Invalid value at '{where}.function_call'"
+    if kind == "functionResponse":
+        resp = _norm(part[kind])
+        if role == "model":
+            return f"Please ensure that function response turn comes immediately after a function call turn. ({where})"
+        if not isinstance(resp.get("name"), str) or not isinstance(resp.get("response"), dict):
+            return f"Invalid value at '{where}.function_response'"
+    if kind == "text" and not isinstance(part["text"], str):
+        return f"Invalid value at '{where}.text'"
+    return None
+
+
+def declarations(body: dict) -> list[dict]:
+    """Every function declared in ``tools``, normalised to camelCase keys."""
+    out = []
+    for tool in body.get("tools") or []:
+        tool = _norm(tool)
+        out += [_norm(d) for d in tool.get("functionDeclarations") or [] if isinstance(d, dict)]
+    return out
+
+
+def _calling_config(body: dict) -> dict:
+    return _norm(_norm(body.get("toolConfig", body.get("tool_config"))).get("functionCallingConfig"))
+
+
+def _check_tools(body: dict) -> str | None:
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        return "Invalid JSON payload received. Invalid value at 'tools'"
+    for tool in tools or []:
+        decls = _norm(tool).get("functionDeclarations", [])
+        if not isinstance(decls, list) or not all(isinstance(d, dict) for d in decls):
+            return "Invalid value at 'tools[0].function_declarations'"
+    names = []
+    for i, decl in enumerate(declarations(body)):
+        name = decl.get("name")
+        if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+            return f"* GenerateContentRequest.tools[0].function_declarations[{i}].name: Invalid function name."
+        if "parameters" in decl and "parametersJsonSchema" in decl:
+            return (f"* GenerateContentRequest.tools[0].function_declarations[{i}]: parameters and "
+                    "parameters_json_schema are mutually exclusive")
+        if not isinstance(decl.get("parametersJsonSchema", {}), dict):
+            return f"Invalid value at 'tools[0].function_declarations[{i}].parameters_json_schema'"
+        names.append(name)
+    cfg = _calling_config(body)
+    mode = cfg.get("mode", "AUTO")
+    if mode not in _MODES:
+        return f"Invalid value at 'tool_config.function_calling_config.mode' ({mode!r})"
+    allowed = cfg.get("allowedFunctionNames")
+    if allowed is not None:
+        if mode not in ("ANY", "VALIDATED"):
+            return ("* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+                    "allowed_function_names should only be set when the Mode is ANY.")
+        if not isinstance(allowed, list) or any(a not in names for a in allowed):
+            return "* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: unknown function"
+    return None
+
+
+def _check_output(cfg: dict) -> str | None:
+    mime = cfg.get("responseMimeType")
+    if mime is not None and mime not in _MIME_TYPES:
+        return f"* GenerateContentRequest.generation_config.response_mime_type: allowed mimetypes are {', '.join(_MIME_TYPES)}."
+    if "responseSchema" in cfg and "responseJsonSchema" in cfg:
+        return "* GenerateContentRequest.generation_config: response_schema and response_json_schema are mutually exclusive"
+    if ("responseSchema" in cfg or "responseJsonSchema" in cfg) and mime not in ("application/json", "text/x.enum"):
+        return ("* GenerateContentRequest.generation_config.response_mime_type: response_mime_type must be "
+                "application/json when a response schema is set")
+    if not isinstance(cfg.get("responseJsonSchema", {}), dict):
+        return "Invalid value at 'generation_config.response_json_schema'"
     return None
 
 
@@ -144,7 +245,7 @@ def _check_thinking(cfg: dict, model: str) -> str | None:
 
 def check_request(body: dict, model: str) -> str | None:
     """The message of the 400 INVALID_ARGUMENT Google would answer, or None if valid."""
-    if (problem := _check_contents(body)) is not None:
+    if (problem := _check_contents(body) or _check_tools(body)) is not None:
         return problem
     cfg = _norm(body.get("generationConfig", body.get("generation_config", {})))
     for key in cfg:
@@ -169,7 +270,7 @@ def check_request(body: dict, model: str) -> str | None:
             return "Invalid value at 'generation_config.stop_sequences'"
         if len(stops) > 5:
             return "* GenerateContentRequest.generation_config.stop_sequences: at most 5 stop sequences are allowed"
-    return _check_thinking(cfg, model)
+    return _check_output(cfg) or _check_thinking(cfg, model)
 
 
 def _signature(text: str) -> str:
@@ -177,16 +278,81 @@ def _signature(text: str) -> str:
     return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
+def _instance(schema: Any, text: str) -> Any:
+    """A value that satisfies a simple schema (JSON Schema or Gemini's OpenAPI subset)."""
+    if not isinstance(schema, dict):
+        return text
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return _instance(schema[key][0], text)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    kind = str(kind).lower()  # Gemini's Schema spells types in capitals
+    if kind == "object":
+        return {k: _instance(v, text) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_instance(schema["items"], text)] if "items" in schema else []
+    return {"integer": 1, "number": 1, "boolean": True, "null": None}.get(kind, text)
+
+
+def _last_user_text(body: dict) -> str:
+    users = [c for c in body["contents"] if _norm(c).get("role", "user") == "user" and _text(c)]
+    return _text(users[-1]) if users else ""
+
+
+def _function_results(body: dict) -> list[str]:
+    """``Result of <name>: <result>`` per functionResponse part of the last content."""
+    last = _norm(body["contents"][-1])
+    results = []
+    for part in last.get("parts") or []:
+        resp = _norm(part).get("functionResponse")
+        if isinstance(resp, dict):
+            value = _norm(resp).get("response", {})
+            value = value.get("result", value) if isinstance(value, dict) else value
+            results.append(f"Result of {resp.get('name')}: {value if isinstance(value, str) else dumps(value).decode()}")
+    return results
+
+
+def function_calls(reply: Reply, body: dict) -> list[dict]:
+    """The ``functionCall`` objects of each candidate's answer."""
+    decls = declarations(body)
+    cfg = _calling_config(body)
+    mode = cfg.get("mode", "AUTO")
+    if not decls or mode == "NONE":
+        return []
+    if reply.function_calls is not None:
+        return [{k: v for k, v in c.items() if k in ("id", "name", "args")} for c in reply.function_calls]
+    if mode != "ANY":
+        return []
+    allowed = cfg.get("allowedFunctionNames") or [d["name"] for d in decls]
+    decl = next(d for d in decls if d["name"] == allowed[0])
+    schema = decl.get("parametersJsonSchema", decl.get("parameters")) or {"type": "object"}
+    return [{"name": decl["name"], "args": _instance(schema, _last_user_text(body))}]
+
+
+def _derived_text(body: dict, cfg: dict, i: int) -> str:
+    results = _function_results(body)
+    text = "; ".join(results) if results else f"Echo: {_last_user_text(body)}"
+    text += f" ({i})" if i else ""
+    if cfg.get("responseMimeType") != "application/json":
+        return text
+    schema = cfg.get("responseJsonSchema", cfg.get("responseSchema"))
+    return json.dumps(_instance(schema, text) if schema is not None else {"echo": text}, ensure_ascii=False)
+
+
 def _candidates(reply: Reply, body: dict) -> tuple[list[list[dict]], list[str], int, int]:
     """Per candidate: its parts in stream order (one piece each); its finishReason;
     then candidates' and thoughts' token counts."""
     cfg = _norm(body.get("generationConfig", body.get("generation_config", {})))
     tc = _norm(cfg.get("thinkingConfig"))
-    users = [c for c in body["contents"] if _norm(c).get("role", "user") == "user"]
-    last = _text(users[-1]) if users else ""
+    last = _last_user_text(body)
     limit = cfg.get("maxOutputTokens")
     budget = tc.get("thinkingBudget")
     thinks = tc.get("thinkingLevel") is not None or budget not in (None, 0)
+    calls = function_calls(reply, body)
     seqs: list[list[dict]] = []
     reasons: list[str] = []
     out_tokens = thought_tokens = 0
@@ -200,11 +366,14 @@ def _candidates(reply: Reply, body: dict) -> tuple[list[list[dict]], list[str], 
             thought_tokens += len(tokens(thought))
             if tc.get("includeThoughts") is True:
                 steps += [{"text": p, "thought": True} for p in pieces(thought, reply.chunks) if p]
-        source = reply.text if reply.text is not None else f"Echo: {last}" + (f" ({i})" if i else "")
+        source = reply.text if reply.text is not None else "" if calls else _derived_text(body, cfg, i)
         left = None if limit is None else max(0, limit - len(tokens(thought)))
         answer, why, _ = generate(source, left, cfg.get("stopSequences") or [])
         out_tokens += len(tokens(answer))
         steps += [{"text": p} for p in pieces(answer, reply.chunks) if p]
+        for call in calls:  # a call comes whole, in a part of its own
+            steps.append({"functionCall": call})
+            out_tokens += len(tokens(dumps(call.get("args", {})).decode()))
         if thinks:
             steps.append({"thoughtSignature": _signature(thought + str(i))})
         seqs.append(steps)
