@@ -192,9 +192,9 @@ def test_fields_outside_the_schema_reach_an_openai_compatible_upstream(http, ups
 
 def test_a_provider_that_cannot_take_a_field_refuses_it_by_name(http, google):
     before = len(google.requests)
-    r = http.post("/v1/chat/completions", json={"model": "gem/gemini-2.5-flash", "tools": [WEATHER],
+    r = http.post("/v1/chat/completions", json={"model": "gem/gemini-2.5-flash", "logprobs": True,
                                                 "messages": [{"role": "user", "content": "hi"}]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs"
     assert len(google.requests) == before
 
 

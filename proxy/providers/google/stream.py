@@ -3,6 +3,7 @@
 Each event is a whole GenerateContentResponse holding the next piece of each candidate. Thought
 parts become `reasoning`, a signature `reasoning_signature`; neither is answer text. Every event
 repeats the usage so far, so only the last one counts: it is emitted once, when the stream ends.
+A function call comes whole in one part: it is one tool-call delta with all its arguments.
 A blocked prompt is one event with `promptFeedback.blockReason` and no candidates.
 """
 
@@ -20,6 +21,7 @@ from proxy.providers.google.translate import (
     blocked,
     error_in_body,
     finish_reason,
+    tool_call,
     usage_of,
 )
 
@@ -39,6 +41,7 @@ class DeltaDecoder:
         self.output: list[Delta] = []
         self.content_seen = False
         self.unfinished = set(range(n))  # candidates still owed a finishReason
+        self.calls: dict[int, int] = {}  # candidate → function calls so far
 
     @property
     def finished(self) -> bool:
@@ -80,10 +83,15 @@ class DeltaDecoder:
                         delta.text += part.text
                 if part.thought_signature:
                     delta.reasoning_signature = (delta.reasoning_signature or "") + part.thought_signature
+                if part.function_call is not None:
+                    k = self.calls.get(candidate.index, 0)
+                    self.calls[candidate.index] = k + 1
+                    piece = tool_call(part.function_call, k, candidate.index, response, self.request_id)
+                    delta.tool_calls = [*(delta.tool_calls or ()), piece]
             if candidate.finish_reason is not None:
-                delta.finish_reason = finish_reason(candidate.finish_reason)
+                delta.finish_reason = finish_reason(candidate.finish_reason, candidate.index in self.calls)
                 self.unfinished.discard(candidate.index)
-            if delta.text or delta.reasoning or delta.reasoning_signature or delta.finish_reason:
+            if delta.text or delta.reasoning or delta.reasoning_signature or delta.tool_calls or delta.finish_reason:
                 self.output.append(delta)
                 self.content_seen = True
 

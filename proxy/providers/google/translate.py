@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -15,8 +16,11 @@ from proxy.core.model import (
     Choice,
     FinishReason,
     ImagePart,
+    Message,
     Result,
     Thinking,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from proxy.core.target import Target
@@ -30,6 +34,7 @@ from proxy.providers.google.params import (
 )
 
 _encode = msgspec.json.Encoder().encode
+_decode_json = msgspec.json.decode
 _error_decoder = msgspec.json.Decoder(wire.ErrorEnvelope)
 
 # Gemini's finish reasons that mean "a filter stopped it" (README's safety mapping).
@@ -56,26 +61,85 @@ def thinking_config(thinking: Thinking | None, model: str) -> wire.ThinkingConfi
     return wire.ThinkingConfig(thinking_budget=thinking.budget_tokens, include_thoughts=True)
 
 
+def _arguments(text: str, param: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as the object Gemini's `functionCall.args` is."""
+    try:
+        args = _decode_json(text or "{}")
+    except msgspec.DecodeError:
+        args = None
+    if not isinstance(args, dict):
+        raise ProxyError(400, "Provider type 'google' needs a tool call's arguments to be a JSON object",
+                         param=param)
+    return args
+
+
+def _parts(message: Message, i: int, calls: dict[str, str]) -> list[wire.Part]:
+    """A message's parts: text; an assistant's tool calls as `functionCall`; a tool result as
+    `functionResponse` under the name of the call it answers (Gemini matches them by name)."""
+    if message.role == "tool":
+        name = calls.get(message.tool_call_id or "")
+        if name is None:
+            raise ProxyError(400, f"`tool_call_id` {message.tool_call_id!r} names no earlier assistant tool call",
+                             param=f"messages[{i}].tool_call_id")
+        return [wire.Part(function_response=wire.FunctionResponse(name, {"result": message.text()}))]
+    text = message.text()
+    parts = [wire.Part(text)] if text or not message.tool_calls else []
+    for j, call in enumerate(message.tool_calls or ()):
+        calls[call.id] = call.name
+        args = _arguments(call.arguments, f"messages[{i}].tool_calls[{j}].function.arguments")
+        parts.append(wire.Part(function_call=wire.FunctionCall(call.name, args)))
+    return parts
+
+
 def _contents(request: ChatRequest) -> tuple[list[wire.Content], wire.Content | None]:
     contents: list[wire.Content] = []
     system: list[wire.Part] = []
-    for message in request.messages:
+    calls: dict[str, str] = {}  # tool call id → function name, from the assistant turns so far
+    for i, message in enumerate(request.messages):
         if isinstance(message.content, list) and any(isinstance(p, ImagePart) for p in message.content):
             raise ProxyError(400, "Provider type 'google' takes text content only", param="messages")
-        part = wire.Part(message.text())
         if message.role in ("system", "developer"):
-            system.append(part)
+            system.append(wire.Part(message.text()))
             continue
+        parts = _parts(message, i, calls)
         role: Literal["user", "model"] = "model" if message.role == "assistant" else "user"
         if contents and contents[-1].role == role:  # Gemini wants turns to alternate
-            contents[-1].parts.append(part)
+            contents[-1].parts.extend(parts)
         else:
-            contents.append(wire.Content([part], role))
+            contents.append(wire.Content(parts, role))
     return contents, wire.Content(system) if system else None
+
+
+_MODES: dict[str, Literal["AUTO", "ANY", "NONE"]] = {"auto": "AUTO", "required": "ANY", "function": "ANY",
+                                                     "none": "NONE"}
+
+
+def _tools(request: ChatRequest) -> tuple[list[wire.Tool] | None, wire.ToolConfig | None]:
+    """`tools` as one Tool of function declarations; `tool_choice` as functionCallingConfig (a
+    named function is ANY restricted to that name). No tools: nothing to choose from, so neither."""
+    if not request.tools:
+        return None, None
+    declarations = [wire.FunctionDeclaration(t.name, t.description, t.parameters) for t in request.tools]
+    choice = request.tool_choice
+    config = None
+    if choice is not None:
+        names = [choice.name] if choice.type == "function" and choice.name else None
+        config = wire.ToolConfig(wire.FunctionCallingConfig(_MODES[choice.type], names))
+    return [wire.Tool(declarations)], config
+
+
+def _output_format(request: ChatRequest) -> tuple[str | None, dict[str, Any] | None]:
+    """`response_format` as responseMimeType and, for json_schema, responseJsonSchema."""
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return None, None
+    return "application/json", fmt.schema if fmt.type == "json_schema" else None
 
 
 def request_body(request: ChatRequest, target: Target) -> bytes:
     contents, system = _contents(request)
+    tools, tool_config = _tools(request)
+    mime, schema = _output_format(request)
     stops = request.stop_sequences
     config = wire.GenerationConfig(
         max_output_tokens=request.max_tokens,
@@ -87,17 +151,22 @@ def request_body(request: ChatRequest, target: Target) -> bytes:
         presence_penalty=request.presence_penalty or None,  # 0 is the default: not sent
         frequency_penalty=request.frequency_penalty or None,
         thinking_config=thinking_config(thinking_for(request), target.model),
+        response_mime_type=mime,
+        response_json_schema=schema,
     )
     empty = config == wire.GenerationConfig()
-    return _encode(wire.GenerateContentRequest(contents, system, None if empty else config))
+    return _encode(wire.GenerateContentRequest(contents, system, tools, tool_config, None if empty else config))
 
 
 # -- answers --------------------------------------------------------------------------------------------
-def finish_reason(reason: str | None) -> FinishReason:
+def finish_reason(reason: str | None, called: bool = False) -> FinishReason:
+    """Gemini ends a turn of function calls with STOP: a choice that called is `tool_calls`."""
     if reason in _FILTERED:
         return "content_filter"
     if reason == "MAX_TOKENS":
         return "length"
+    if called:
+        return "tool_calls"
     # STOP, and what the spec's four reasons have no place for (OTHER, LANGUAGE, …).
     return "stop"
 
@@ -114,6 +183,18 @@ def usage_of(meta: wire.UsageMetadata) -> Usage:
         completion_tokens_details={"reasoning_tokens": meta.thoughts_token_count}
         if meta.thoughts_token_count else None,
     )
+
+
+def tool_call(call: wire.ResponseFunctionCall, k: int, candidate: int, response: wire.GenerateContentResponse,
+              request_id: str) -> ToolCallDelta:
+    """The k-th function call of a candidate, whole: its arguments are `args` as JSON text. An
+    id Gemini leaves out is derived from the answer's id and the call's place, so it is the same
+    wherever the answer is read (every stream event, a cache replay) and unique within it."""
+    call_id = call.id
+    if not call_id:
+        seed = f"{response.response_id or request_id}:{candidate}:{k}"
+        call_id = "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+    return ToolCallDelta(k, call_id, call.name, _encode(call.args).decode())
 
 
 def blocked(response: wire.GenerateContentResponse) -> bool:
@@ -133,15 +214,20 @@ def result_of(response: wire.GenerateContentResponse, target: Target, n: int, re
             text: list[str] = []
             reasoning: list[str] = []
             signature: list[str] = []
+            calls: list[ToolCall] = []
             for part in candidate.content.parts if candidate.content is not None else []:
                 if part.text is not None:
                     (reasoning if part.thought else text).append(part.text)
                 if part.thought_signature:
                     signature.append(part.thought_signature)
+                if part.function_call is not None:
+                    piece = tool_call(part.function_call, len(calls), candidate.index, response, request_id)
+                    calls.append(ToolCall(piece.id or "", piece.name or "", piece.arguments))
             choices.append(Choice(index=candidate.index, text="".join(text),
-                                  finish_reason=finish_reason(candidate.finish_reason),
+                                  finish_reason=finish_reason(candidate.finish_reason, bool(calls)),
                                   reasoning="".join(reasoning) if reasoning else None,
-                                  reasoning_signature="".join(signature) if signature else None))
+                                  reasoning_signature="".join(signature) if signature else None,
+                                  tool_calls=calls or None))
     return Result(
         id=response.response_id or request_id,
         created=int(time.time()),

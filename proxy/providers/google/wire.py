@@ -1,8 +1,8 @@
 """Gemini's `generateContent` wire format: what we send and what we accept back.
 
 Field names are Gemini's camelCase (`rename="camel"`). Response structs are lenient about what
-they do not use (function calls, citations, safety ratings, …) and strict about the shape of
-what they do: a body that is not a GenerateContentResponse is a protocol error (a 502).
+they do not use (citations, safety ratings, …) and strict about the shape of what they do: a
+body that is not a GenerateContentResponse is a protocol error (a 502).
 """
 
 from __future__ import annotations
@@ -16,8 +16,22 @@ class _Out(msgspec.Struct, rename="camel", omit_defaults=True):
     """Structs we send: unset fields are left out, so Gemini applies its own defaults."""
 
 
+class FunctionCall(_Out):
+    name: str
+    args: dict[str, Any]
+
+
+class FunctionResponse(_Out):
+    name: str
+    response: dict[str, Any]
+
+
 class Part(_Out):
-    text: str
+    """One of text, a function call (model turns) or a function's result (user turns)."""
+
+    text: str | None = None
+    function_call: FunctionCall | None = None
+    function_response: FunctionResponse | None = None
 
 
 class Content(_Out):
@@ -41,11 +55,36 @@ class GenerationConfig(_Out):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     thinking_config: ThinkingConfig | None = None
+    response_mime_type: str | None = None  # "application/json" for JSON output
+    # JSON Schema as written; `responseSchema` would take only Gemini's OpenAPI subset.
+    response_json_schema: dict[str, Any] | None = None
+
+
+class FunctionDeclaration(_Out):
+    name: str
+    description: str | None = None
+    # JSON Schema as written (OpenAI's `parameters`); `parameters` would take only the OpenAPI subset.
+    parameters_json_schema: dict[str, Any] | None = None
+
+
+class Tool(_Out):
+    function_declarations: list[FunctionDeclaration]
+
+
+class FunctionCallingConfig(_Out):
+    mode: Literal["AUTO", "ANY", "NONE"]
+    allowed_function_names: list[str] | None = None  # with ANY only
+
+
+class ToolConfig(_Out):
+    function_calling_config: FunctionCallingConfig
 
 
 class GenerateContentRequest(_Out):
     contents: list[Content]
     system_instruction: Content | None = None
+    tools: list[Tool] | None = None
+    tool_config: ToolConfig | None = None
     generation_config: GenerationConfig | None = None
 
 
@@ -54,8 +93,15 @@ class _In(msgspec.Struct, rename="camel"):
     """Structs we read: fields we do not use are ignored."""
 
 
+class ResponseFunctionCall(_In):
+    name: str
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    id: str | None = None  # set by some models; else the proxy makes one up
+
+
 class ResponsePart(_In):
     text: str | None = None
+    function_call: ResponseFunctionCall | None = None
     thought: bool = False  # a thought summary: reasoning, never answer text
     thought_signature: str | None = None  # opaque, base64: may come alone in a part
 
