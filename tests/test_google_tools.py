@@ -103,6 +103,35 @@ def test_tool_call_round_trip(oai, google, stream):
     assert "toolConfig" not in google.requests[-1].body  # no tool_choice: Gemini's default (AUTO)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_3_gets_its_thought_signature_back_with_the_call(oai, google, stream):
+    """Gemini 3 signs its function calls and refuses the next turn without the signature: it
+    rides in the tool call id, which clients send back verbatim."""
+    model = "gem/gemini-3-pro-preview"
+    messages: list[dict] = [{"role": "user", "content": "weather in Oslo"}]
+    if stream:
+        chunks = list(oai.chat.completions.create(model=model, messages=messages, tools=[WEATHER],
+                                                  tool_choice="required", stream=True))
+        call = stream_calls(chunks)[0]
+    else:
+        call = oai.chat.completions.create(model=model, messages=messages, tools=[WEATHER],
+                                           tool_choice="required").choices[0].message.tool_calls[0]
+    signed = google.requests[-1]
+    assert call.id.startswith("call_") and "~sig~" in call.id
+    messages += [{"role": "assistant", "tool_calls": [{"id": call.id, "type": "function", "function": {
+        "name": call.function.name, "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "rain"}]
+    res = oai.chat.completions.create(model=model, messages=messages, tools=[WEATHER])
+    assert res.choices[0].message.content == "Result of get_weather: rain"
+    part = google.requests[-1].body["contents"][1]["parts"][0]
+    assert part["thoughtSignature"] == call.id.partition("~sig~")[2] and part["functionCall"]["name"] == "get_weather"
+    assert signed.body["contents"] == google.requests[-1].body["contents"][:1]
+    # Without the signature Gemini 3 refuses the turn: the id is what carries it.
+    messages[1]["tool_calls"][0]["id"] = messages[2]["tool_call_id"] = "call_plain"
+    with pytest.raises(openai.BadRequestError, match="thought_signature"):
+        oai.chat.completions.create(model=model, messages=messages, tools=[WEATHER])
+
+
 def test_tool_choice_maps_to_function_calling_modes(oai, google):
     res = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "now"}],
                                       tools=[WEATHER, TIME],

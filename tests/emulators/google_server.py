@@ -81,7 +81,9 @@ class Reply(Fault):
     thinking: the thought text; None derives ``"Thinking about: " + <last user text>``.
         The model thinks when thinkingConfig has a non-zero thinkingBudget or a
         thinkingLevel; thought parts (``thought: true``) are sent only with
-        includeThoughts, and a part holding only ``thoughtSignature`` follows the answer.
+        includeThoughts, and a part holding only ``thoughtSignature`` follows the answer;
+        when the model calls functions the first ``functionCall`` part carries it instead
+        (Gemini 3 models always sign it, and refuse a current turn that lost it).
     """
 
     text: str | None = None
@@ -243,9 +245,24 @@ def _check_thinking(cfg: dict, model: str) -> str | None:
     return None
 
 
+def _check_signatures(body: dict, model: str) -> str | None:
+    """Gemini 3 refuses a current turn (what follows the last user text) whose model steps
+    lost the thoughtSignature of their first function call."""
+    if not any(fnmatch.fnmatch(model, p) for p in THINKING_ONLY if p.startswith("gemini-3")):
+        return None
+    contents = [_norm(c) for c in body["contents"]]
+    start = max((i for i, c in enumerate(contents) if c.get("role", "user") == "user" and _text(c)), default=0)
+    for i, content in enumerate(contents[start:], start):
+        calls = [_norm(p) for p in content.get("parts") or [] if "functionCall" in _norm(p)]
+        if content.get("role") == "model" and calls and not calls[0].get("thoughtSignature"):
+            return (f"Function call is missing a thought_signature in functionCall parts. "
+                    f"(contents[{i}])")
+    return None
+
+
 def check_request(body: dict, model: str) -> str | None:
     """The message of the 400 INVALID_ARGUMENT Google would answer, or None if valid."""
-    if (problem := _check_contents(body) or _check_tools(body)) is not None:
+    if (problem := _check_contents(body) or _check_tools(body) or _check_signatures(body, model)) is not None:
         return problem
     cfg = _norm(body.get("generationConfig", body.get("generation_config", {})))
     for key in cfg:
@@ -343,7 +360,7 @@ def _derived_text(body: dict, cfg: dict, i: int) -> str:
     return json.dumps(_instance(schema, text) if schema is not None else {"echo": text}, ensure_ascii=False)
 
 
-def _candidates(reply: Reply, body: dict) -> tuple[list[list[dict]], list[str], int, int]:
+def _candidates(reply: Reply, body: dict, model: str) -> tuple[list[list[dict]], list[str], int, int]:
     """Per candidate: its parts in stream order (one piece each); its finishReason;
     then candidates' and thoughts' token counts."""
     cfg = _norm(body.get("generationConfig", body.get("generation_config", {})))
@@ -371,10 +388,13 @@ def _candidates(reply: Reply, body: dict) -> tuple[list[list[dict]], list[str], 
         answer, why, _ = generate(source, left, cfg.get("stopSequences") or [])
         out_tokens += len(tokens(answer))
         steps += [{"text": p} for p in pieces(answer, reply.chunks) if p]
-        for call in calls:  # a call comes whole, in a part of its own
+        for k, call in enumerate(calls):  # a call comes whole, in a part of its own
             steps.append({"functionCall": call})
+            # Thinking models sign the first call of a step; the signature must come back with it.
+            if k == 0 and (thinks or any(fnmatch.fnmatch(model, p) for p in THINKING_ONLY)):
+                steps[-1]["thoughtSignature"] = _signature(f"{thought}{i}:{call['name']}")
             out_tokens += len(tokens(dumps(call.get("args", {})).decode()))
-        if thinks:
+        if thinks and not calls:
             steps.append({"thoughtSignature": _signature(thought + str(i))})
         seqs.append(steps)
         reasons.append(reply.finish_reason or ("MAX_TOKENS" if why == "length" else "STOP"))
@@ -417,7 +437,7 @@ def responses(reply: Reply, body: dict, model: str, stream: bool) -> list[dict]:
     if reply.block_reason is not None:  # blocked prompt: feedback, no candidates
         feedback = {"blockReason": reply.block_reason}
         return [{"promptFeedback": feedback, "usageMetadata": _usage(body, 0, 0), **head}]
-    seqs, reasons, out_tokens, thought_tokens = _candidates(reply, body)
+    seqs, reasons, out_tokens, thought_tokens = _candidates(reply, body, model)
     if not stream:
         cands = [_candidate(_merge(s), i, reasons[i]) for i, s in enumerate(seqs)]
         return [{"candidates": cands, "usageMetadata": _usage(body, out_tokens, thought_tokens), **head}]

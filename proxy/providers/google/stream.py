@@ -81,13 +81,13 @@ class DeltaDecoder:
                         delta.reasoning = (delta.reasoning or "") + part.text
                     else:
                         delta.text += part.text
-                if part.thought_signature:
-                    delta.reasoning_signature = (delta.reasoning_signature or "") + part.thought_signature
-                if part.function_call is not None:
+                if part.function_call is not None:  # its signature rides in the call's id
                     k = self.calls.get(candidate.index, 0)
                     self.calls[candidate.index] = k + 1
-                    piece = tool_call(part.function_call, k, candidate.index, response, self.request_id)
+                    piece = tool_call(part, k, candidate.index, response, self.request_id)
                     delta.tool_calls = [*(delta.tool_calls or ()), piece]
+                elif part.thought_signature:
+                    delta.reasoning_signature = (delta.reasoning_signature or "") + part.thought_signature
             if candidate.finish_reason is not None:
                 delta.finish_reason = finish_reason(candidate.finish_reason, candidate.index in self.calls)
                 self.unfinished.discard(candidate.index)

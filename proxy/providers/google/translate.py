@@ -41,6 +41,9 @@ _error_decoder = msgspec.json.Decoder(wire.ErrorEnvelope)
 _FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                        "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
 
+# Separates a tool call id from the thoughtSignature of its functionCall part (base64 never has "~").
+SIGNATURE_MARK = "~sig~"
+
 
 # -- request --------------------------------------------------------------------------------------------
 def thinking_config(thinking: Thinking | None, model: str) -> wire.ThinkingConfig | None:
@@ -87,7 +90,8 @@ def _parts(message: Message, i: int, calls: dict[str, str]) -> list[wire.Part]:
     for j, call in enumerate(message.tool_calls or ()):
         calls[call.id] = call.name
         args = _arguments(call.arguments, f"messages[{i}].tool_calls[{j}].function.arguments")
-        parts.append(wire.Part(function_call=wire.FunctionCall(call.name, args)))
+        signature = call.id.partition(SIGNATURE_MARK)[2] or None
+        parts.append(wire.Part(function_call=wire.FunctionCall(call.name, args), thought_signature=signature))
     return parts
 
 
@@ -185,15 +189,21 @@ def usage_of(meta: wire.UsageMetadata) -> Usage:
     )
 
 
-def tool_call(call: wire.ResponseFunctionCall, k: int, candidate: int, response: wire.GenerateContentResponse,
+def tool_call(part: wire.ResponsePart, k: int, candidate: int, response: wire.GenerateContentResponse,
               request_id: str) -> ToolCallDelta:
     """The k-th function call of a candidate, whole: its arguments are `args` as JSON text. An
     id Gemini leaves out is derived from the answer's id and the call's place, so it is the same
-    wherever the answer is read (every stream event, a cache replay) and unique within it."""
+    wherever the answer is read (every stream event, a cache replay) and unique within it. The
+    part's thoughtSignature rides in the id (clients send ids back verbatim): Gemini refuses a
+    later turn whose function call has lost it."""
+    assert part.function_call is not None
+    call = part.function_call
     call_id = call.id
     if not call_id:
         seed = f"{response.response_id or request_id}:{candidate}:{k}"
         call_id = "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+    if part.thought_signature:
+        call_id += SIGNATURE_MARK + part.thought_signature
     return ToolCallDelta(k, call_id, call.name, _encode(call.args).decode())
 
 
@@ -218,11 +228,11 @@ def result_of(response: wire.GenerateContentResponse, target: Target, n: int, re
             for part in candidate.content.parts if candidate.content is not None else []:
                 if part.text is not None:
                     (reasoning if part.thought else text).append(part.text)
-                if part.thought_signature:
-                    signature.append(part.thought_signature)
                 if part.function_call is not None:
-                    piece = tool_call(part.function_call, len(calls), candidate.index, response, request_id)
+                    piece = tool_call(part, len(calls), candidate.index, response, request_id)
                     calls.append(ToolCall(piece.id or "", piece.name or "", piece.arguments))
+                elif part.thought_signature:
+                    signature.append(part.thought_signature)
             choices.append(Choice(index=candidate.index, text="".join(text),
                                   finish_reason=finish_reason(candidate.finish_reason, bool(calls)),
                                   reasoning="".join(reasoning) if reasoning else None,

@@ -32,6 +32,7 @@ class Part(_Out):
     text: str | None = None
     function_call: FunctionCall | None = None
     function_response: FunctionResponse | None = None
+    thought_signature: str | None = None  # given back on the functionCall part it came with
 
 
 class Content(_Out):
