@@ -475,6 +475,20 @@ def test_chat_turns_system_and_default_max_tokens(client, ant):
                                 {"role": "user", "content": PROMPT}]
 
 
+@pytest.mark.parametrize(("effort", "thinking", "max_tokens"), [
+    ("low", {"type": "enabled", "budget_tokens": 2048}, 2048 + 4096),
+    ("high", {"type": "enabled", "budget_tokens": 16384}, 16384 + 4096),
+    ("none", None, 4096),
+])
+def test_reasoning_effort_becomes_a_thinking_budget(client, ant, effort, thinking, max_tokens):
+    """docs/providers.md's effort table; an unset max_tokens leaves the answer room past the budget."""
+    r = client.post(CHAT, json={"model": f"ant/{M}", "messages": TURNS[1:2], "reasoning_effort": effort})
+    assert r.status_code == 200, r.text
+    body = sent(ant)[0]
+    assert body.get("thinking") == thinking and body["max_tokens"] == max_tokens
+    assert r.json()["choices"][0]["message"]["content"] == "Echo: hello"
+
+
 def test_chat_stream_relays_reasoning_before_the_answer(client, ant):
     ant.script(M, Reply(chunks=2))
     with client.stream("POST", CHAT, json={"model": f"ant/{M}", "messages": TURNS[1:2], "stream": True,

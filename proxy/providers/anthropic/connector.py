@@ -19,6 +19,7 @@ from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
 from proxy.providers.anthropic import wire
 from proxy.providers.anthropic.params import (
+    CHAT_MAX_TOKENS,
     DEFAULT_VERSION,
     DROPPED_EXTRAS,
     PARAMS,
@@ -32,9 +33,24 @@ from proxy.providers.anthropic.translate import (
     tool_input,
 )
 from proxy.providers.chat import ChatConnector
+from proxy.providers.effort import thinking_for
 
 _encode = msgspec.json.Encoder().encode
 _message_decoder = msgspec.json.Decoder(wire.Message)
+
+
+def with_effort(request: ChatRequest) -> ChatRequest:
+    """`reasoning_effort` as Anthropic thinking, through the shared budget table
+    (proxy.providers.effort); an explicit `thinking` wins. Left unset, `max_tokens` becomes the
+    budget plus the chat default, so the answer still has room after the thinking."""
+    if request.thinking is not None or request.reasoning_effort is None:
+        return request
+    thinking = thinking_for(request)
+    assert thinking is not None
+    if thinking.type == "disabled" or thinking.budget_tokens is None:
+        return msgspec.structs.replace(request, thinking=thinking, reasoning_effort=None)
+    max_tokens = request.max_tokens if request.max_tokens is not None else thinking.budget_tokens + CHAT_MAX_TOKENS
+    return msgspec.structs.replace(request, thinking=thinking, max_tokens=max_tokens, reasoning_effort=None)
 
 
 class AnthropicConnector(ChatConnector):
@@ -58,6 +74,7 @@ class AnthropicConnector(ChatConnector):
         self.url = self.config.base_url.rstrip("/") + "/v1/messages"
 
     def check(self, request: ChatRequest, target: Target) -> None:
+        request = with_effort(request)
         # The extra to name is the first one that is not merely dropped.
         for name in request.extras or ():
             if name not in DROPPED_EXTRAS:
@@ -83,7 +100,7 @@ class AnthropicConnector(ChatConnector):
         return error_from(target, status, raw, headers)
 
     def _body(self, request: ChatRequest, target: Target) -> bytes:
-        return _encode(to_wire(request, target, self.version))
+        return _encode(to_wire(with_effort(request), target, self.version))
 
     async def complete_one(self, request: ChatRequest, target: Target, ctx: CallContext) -> Result:
         response = await self.post(self.url, self._body(request, target), target, ctx)

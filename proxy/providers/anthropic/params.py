@@ -62,7 +62,7 @@ PARAMS: ParamTable = {
                               "or define a tool with that schema and require it", when=lambda f: f.type != "text"),
     "logprobs": Refuse("Anthropic returns no log probabilities", when=bool),
     "top_logprobs": Refuse("Anthropic returns no log probabilities"),
-    "reasoning_effort": Refuse("use `thinking` with Anthropic", when=lambda effort: effort != "none"),
+    "reasoning_effort": Send("thinking (proxy.providers.effort's table; `thinking` wins; unset max_tokens grows by the budget)"),
     "metadata": Drop("Anthropic's metadata takes only user_id, which `user` fills"),
 }
 
