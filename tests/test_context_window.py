@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.conftest import KEY_A, proxy_config
+from tests.conftest import proxy_config
 from tests.emulators.anthropic_server import AnthropicEmulator, anthropic_error
 from tests.emulators.anthropic_server import Reply as AnthropicReply
 from tests.emulators.google_server import GoogleEmulator, google_error
@@ -54,11 +53,6 @@ groups:
     yield process
     process.stop()
 
-
-@pytest.fixture()
-def client(proxy: ProxyProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30) as c:
-        yield c
 
 
 def big_window_calls(upstream: OpenAIEmulator) -> int:

@@ -65,11 +65,6 @@ def ant(ant_emulator: AnthropicEmulator) -> AnthropicEmulator:
     return ant_emulator
 
 
-@pytest.fixture()
-def client(proxy: ProxyProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30) as c:
-        yield c
-
 
 def post(client: httpx.Client, **body: Any) -> httpx.Response:
     body.setdefault("model", f"ant/{M}")

@@ -62,11 +62,6 @@ def google(gemini: GoogleEmulator) -> GoogleEmulator:
     return gemini
 
 
-@pytest.fixture()
-def client(proxy: ProxyProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30) as c:
-        yield c
-
 
 def post(client: httpx.Client, **body: object) -> httpx.Response:
     body.setdefault("model", f"gem/{FLASH}")
