@@ -6,10 +6,11 @@ It must never be the bottleneck, so it does no routing framework, no per-request
 
 Routes (formats in ``mock_formats.FORMATS``):
   POST /v1/completions        OpenAI legacy completions, JSON or SSE (``stream_options.include_usage``)
-  POST /fail/v1/completions   503 with the format's error body, at once
+  POST /v1/messages           Anthropic Messages, JSON or SSE (named events)
+  POST /fail/<path>           503 with that format's error body, at once
   GET  /healthz               200
 
-Streams are chunked (``Transfer-Encoding: chunked``), like OpenAI's. Write patterns:
+Streams are chunked (``Transfer-Encoding: chunked``), like the providers'. Write patterns:
   one   headers and every event in a single write (default)
   each  headers, then one write per event; with a delay the events are that far apart
 The model name may choose per request (``-each``, ``stream-<N>x<MS>``; see ``mock_formats``).
