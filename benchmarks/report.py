@@ -130,11 +130,30 @@ class Row:
     added: bool = False  # value minus the reference's (switchyard - naive, naive - direct), paired by round
     targets: tuple[str, ...] = NAMES
     ratios: bool = True  # False where switchyard ÷ naive means nothing (e.g. how busy the mock was)
+    # A spec of the same target to divide by instead of the naive pair: the translated rows
+    # divide by the pass-through (OpenAI path) run.
+    versus: str | None = None
 
 
 _MS = "{:.3f}"
 _US = "{:,.1f}"
 _CORES = "{:.2f}"
+_SY = ("switchyard", "switchyard2")
+
+
+def _translated(body: str, title: str, unit: str, rate: str) -> tuple[Row, ...]:
+    """Rows of one body on the translated (Anthropic) path; ratios ÷ the same target's pass-through."""
+    spec, passthrough = f"closed:{body}@anthropic:{C}", f"closed:{body}:{C}"
+    return (
+        Row("translated", f"Translated (Anthropic upstream), {title}: {rate} (ratio: ÷ pass-through)",
+            spec, path("rps"), targets=_SY, versus=passthrough),
+        Row("translated", f"  CPU per {unit}, µs (ratio: ÷ pass-through)", spec, path("cpu_us_per_request"), _US,
+            targets=_SY, versus=passthrough),
+        Row("translated", f"  pass-through (OpenAI upstream) CPU per {unit}, µs", passthrough,
+            path("cpu_us_per_request"), _US, targets=_SY, ratios=False),
+    )
+
+
 ROWS: tuple[Row, ...] = (
     Row("throughput", f"Non-stream throughput, req/s (C={CONCURRENCY})", f"closed:plain:{C}", path("rps")),
     Row("throughput", "  CPU per request, µs (direct: the mock's)", f"closed:plain:{C}", path("cpu_us_per_request"),
@@ -169,6 +188,9 @@ ROWS: tuple[Row, ...] = (
         path("pss_peak_mb"), "{:,.1f}"),
     Row("streams_1000", "  RSS before, MB", f"burst:slow:{BURST}", path("rss_before_mb"), "{:,.1f}"),
     Row("streams_1000", "  streams open at once (peak)", f"burst:slow:{BURST}", path("peak_open_streams")),
+    *_translated("plain", "non-stream", "request", "req/s"),
+    *_translated("stream", "stream, one write", "stream", "streams/s"),
+    *_translated("stream_each", "stream, write per event", "stream", "streams/s"),
     Row("cache", f"Cache-hit throughput, req/s (C={CONCURRENCY})", f"closed:cache:{C}", path("rps"),
         targets=("switchyard",)),
     Row("cache", "  responses marked `x-switchyard-cache: hit`, %", f"closed:cache:{C}", hit_share, "{:.1f}",
@@ -205,7 +227,8 @@ def _table(results: Results, selected: set[str]) -> list[dict]:
             f"{a}/{b}": (
                 None
                 if row.added or not row.ratios
-                else (v if (v := paired(results, (a, row.spec), (b, row.spec), row.metric, ratio)) is None
+                else (v if (v := paired(results, (a, row.spec), (a, row.versus) if row.versus else (b, row.spec),
+                                        row.metric, ratio)) is None
                       else round(v, 4))
             )
             for a, b in PAIRS
@@ -217,6 +240,7 @@ def _table(results: Results, selected: set[str]) -> list[dict]:
                 "fmt": row.fmt,
                 "targets": list(row.targets),
                 "added": row.added,
+                "ratio_of": "pass-through" if row.versus else "naive",  # what the ratio columns divide by
                 **vals,
                 "errors": {t: r["errors"] for t in NAMES if (r := run(results, t, row.spec)) and r["errors"]},
                 "failed": [t for t in NAMES if "failed" in results.get(f"{t}:{row.spec}", {})],
@@ -226,12 +250,16 @@ def _table(results: Results, selected: set[str]) -> list[dict]:
     return out
 
 
-# ---- issue 15's targets: measure(results, switchyard target) -> (measured, passed) or None when not measured
-Measure = Callable[[Results, str], tuple[float, bool] | None]
+# ---- issue 15's targets: measure(results, switchyard target) -> (measured, passed) or None when not measured;
+# passed is None for a figure reported against a limit that is not one of the issue's targets.
+Measure = Callable[[Results, str], tuple[float, bool | None] | None]
+
+
+_TP, _CPU = path("rps"), path("cpu_us_per_request")
 
 
 def _vs_naive(spec: str, metric: Metric, limit: float, at_least: bool) -> Measure:
-    def m(res: Results, t: str) -> tuple[float, bool] | None:
+    def m(res: Results, t: str) -> tuple[float, bool | None] | None:
         v = paired(res, (t, spec), (REFERENCE[t], spec), metric, ratio)
         return None if v is None else (v, v >= limit if at_least else v <= limit)
 
@@ -239,7 +267,7 @@ def _vs_naive(spec: str, metric: Metric, limit: float, at_least: bool) -> Measur
 
 
 def _over_naive(spec: str, metric: Metric, limit: float) -> Measure:
-    def m(res: Results, t: str) -> tuple[float, bool] | None:
+    def m(res: Results, t: str) -> tuple[float, bool | None] | None:
         v = paired(res, (t, spec), (REFERENCE[t], spec), metric, diff)
         return None if v is None else (v, v <= limit)
 
@@ -247,7 +275,7 @@ def _over_naive(spec: str, metric: Metric, limit: float) -> Measure:
 
 
 def _own(spec: str, metric: Metric, ok: Callable[[float], bool]) -> Measure:
-    def m(res: Results, t: str) -> tuple[float, bool] | None:
+    def m(res: Results, t: str) -> tuple[float, bool | None] | None:
         r = run(res, t, spec)
         v = metric(r) if r else None
         return None if v is None else (v, ok(v))
@@ -255,12 +283,21 @@ def _own(spec: str, metric: Metric, ok: Callable[[float], bool]) -> Measure:
     return m
 
 
-def _cache(res: Results, t: str) -> tuple[float, bool] | None:
+def _vs_passthrough(body: str, limit: float, target: bool = True) -> Measure:
+    """CPU per request on the translated path ÷ the same target's on the pass-through path."""
+
+    def m(res: Results, t: str) -> tuple[float, bool | None] | None:
+        v = paired(res, (t, f"closed:{body}@anthropic:{C}"), (t, f"closed:{body}:{C}"), _CPU, ratio)
+        return None if v is None else (v, v <= limit if target else None)
+
+    return m
+
+
+def _cache(res: Results, t: str) -> tuple[float, bool | None] | None:
     v = paired(res, (t, f"closed:cache:{C}"), (t, f"closed:plain:{C}"), path("rps"), ratio)
     return None if v is None else (v, v >= 2.0)
 
 
-_TP, _CPU = path("rps"), path("cpu_us_per_request")
 # scenario, check, limit, measured fmt, measure
 CHECKS: tuple[tuple[str, str, str, str, Measure], ...] = (
     ("throughput", "Non-stream throughput vs naive", "≥ 0.80×", "{:.3f}×",
@@ -285,6 +322,12 @@ CHECKS: tuple[tuple[str, str, str, str, Measure], ...] = (
      _own(f"burst:slow:{BURST}", path("errors"), lambda v: v == 0)),
     ("streams_1000", f"{STREAMS:,} streams at once: open together (peak)", f"{STREAMS:,}", "{:,.0f}",
      _own(f"burst:slow:{BURST}", path("peak_open_streams"), lambda v: v >= STREAMS)),
+    ("translated", "Translated provider stream CPU vs pass-through (one write)", "≤ 1.50×", "{:.3f}×",
+     _vs_passthrough("stream", 1.5)),
+    ("translated", "Translated provider stream CPU vs pass-through (write per event)", "≤ 1.50×", "{:.3f}×",
+     _vs_passthrough("stream_each", 1.5)),
+    ("translated", "Translated provider non-stream CPU vs pass-through (not a target: for reference)",
+     "(≤ 1.50× for streams)", "{:.3f}×", _vs_passthrough("plain", 1.5, target=False)),
     ("cache", "Cache-hit vs uncached throughput", "≥ 2.00×", "{:.2f}×", _cache),
 )
 
@@ -302,7 +345,8 @@ def _checks(results: Results, unavailable: dict[str, str], selected: set[str]) -
             elif m is None:
                 entry[t] = {"status": "—"}  # not run (e.g. --quick) or its run failed (see Problems)
             else:
-                entry[t] = {"measured": round(m[0], 4), "shown": fmt.format(m[0]), "status": "PASS" if m[1] else "FAIL"}
+                status = "reported" if m[1] is None else "PASS" if m[1] else "FAIL"
+                entry[t] = {"measured": round(m[0], 4), "shown": fmt.format(m[0]), "status": status}
         out.append(entry)
     return out
 
@@ -356,7 +400,10 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {row['metric']} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Ratios are switchyard ÷ naive with the same number of processes, the median of per-round ratios.",
+        (
+            "Ratios are switchyard ÷ naive with the same number of processes, the median of per-round ratios; in"
+            " rows marked ÷ pass-through, the same Switchyard target on the translated path ÷ on the OpenAI path."
+        ),
         "",
         "### Targets (issue 15)",
         "",

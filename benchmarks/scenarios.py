@@ -34,23 +34,32 @@ PAIRS = (("switchyard", "naive"), ("switchyard2", "naive2"))
 class ProviderPath:
     """How Switchyard reaches the mock for one upstream wire format.
 
-    The hook for a translated provider (e.g. an Anthropic-format upstream): register the
-    mock's answer under its path in ``mock_formats.FORMATS``, add a ProviderPath here with
-    the provider's config, and give a Scenario runs with ``path=<name>``. A translated path
-    has no naive equivalent (the naive proxy cannot translate), so compare it with the
-    ``openai`` path's Switchyard figures.
+    A translated provider (``anthropic``: Switchyard turns the client's completions request
+    into a Messages request and the answer back) has no naive equivalent, since the naive
+    proxy cannot translate, so the report compares it with the ``openai`` path's Switchyard
+    figures from the same run. Another format: its answer under its path in
+    ``mock_formats.FORMATS``, a ProviderPath here, and runs with ``path=<name>``.
     """
 
     name: str
     provider: str  # provider name in Switchyard's config; the request's model prefix
     config: str  # the provider's YAML flow mapping; {mock} is the mock's base URL
+    # Streams ask for `stream_options.include_usage`: outside orq's completions schema, an extra
+    # that Switchyard passes to OpenAI-format upstreams only (the anthropic connector refuses it
+    # with a 400). Switchyard's completions surface puts usage on the last chunk either way.
+    stream_options: bool = True
 
 
 PATHS: dict[str, ProviderPath] = {
     "openai": ProviderPath("openai", "mock", '{{type: openai, base_url: "{mock}/v1", api_key: "x"}}'),
     # The fallback scenario's primary: the mock answers 503 at once under /fail.
     "dead": ProviderPath("dead", "dead", '{{type: openai, base_url: "{mock}/fail/v1", api_key: "x"}}'),
+    # The connector appends /v1/messages itself, so its base_url is the bare origin.
+    "anthropic": ProviderPath(
+        "anthropic", "amock", '{{type: anthropic, base_url: "{mock}", api_key: "x"}}', stream_options=False
+    ),
 }
+TRANSLATED = ("plain", "stream", "stream_each")  # bodies the translated scenario runs on both paths
 
 CONCURRENCY = 64
 RATE = 10.0  # open loop: the added latency at a light load, where queueing does not hide it
@@ -118,8 +127,10 @@ def body(variant: str, target: str, path: str = "openai") -> dict:
     model = {"stream_each": "bench-model-each", "slow": SLOW_MODEL}.get(variant, "bench-model")
     base: dict = {"model": f"{prefix}{model}", "prompt": "hello", "max_tokens": 16}
     if variant in ("stream", "stream_each", "slow"):
-        # include_usage on every target so each stream has the same events whether or not the proxy adds it.
-        base.update(stream=True, stream_options={"include_usage": True})
+        base["stream"] = True
+        if PATHS[path].stream_options:
+            # include_usage on every target so each stream has the same events whether or not the proxy adds it.
+            base["stream_options"] = {"include_usage": True}
     elif variant == "cache":
         base["cache"] = {"type": "exact_match", "ttl": 600}
     elif variant == "fallback":
@@ -149,6 +160,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         f"{STREAMS:,} streams connecting at once ({SLOW_EVENTS} events {SLOW_DELAY_MS} ms apart)",
         _each("burst", "slow", concurrency=STREAMS, first_round_only=True),
         quick_targets=ONE,  # a burst takes seconds; --quick stays under 2 minutes
+    ),
+    Scenario(
+        "translated",
+        f"Translated provider (Anthropic Messages upstream) vs pass-through (OpenAI), Switchyard; closed loop "
+        f"{CONCURRENCY}",
+        tuple(
+            Run(t, "closed", variant, path=p)
+            for variant in TRANSLATED
+            for p in ("openai", "anthropic")
+            for t in ("switchyard", "switchyard2")
+        ),
+        quick_targets=("switchyard",),  # --quick: one process only, 6 short runs
     ),
     Scenario(
         "cache",
