@@ -38,15 +38,32 @@ def _api_key(config: KeyConfig) -> ApiKey:
     return ApiKey(config.name, digest, allowed)
 
 
+MAX_ACCEPTED = 1024
 _UNAUTHORIZED = "Missing or invalid API key: send `Authorization: Bearer <key>`"
 
 
 class KeyRing:
     def __init__(self, keys: list[KeyConfig]) -> None:
         self.keys = [_api_key(k) for k in keys]
+        # Authorization headers already accepted, so a client's every request after its first is
+        # one dict lookup, not a hash and a pass over every key. Only accepted headers are kept
+        # (a wrong key always takes the constant-time path), a bounded number, and a reload
+        # builds a new ring, so a removed key stops working at once.
+        self._accepted: dict[str, ApiKey] = {}
 
     def authenticate(self, authorization: str | None) -> ApiKey:
-        if not authorization or not authorization[:7].lower() == "bearer ":
+        if not authorization:
+            raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
+        known = self._accepted.get(authorization)
+        if known is not None:
+            return known
+        found = self._lookup(authorization)
+        if len(self._accepted) < MAX_ACCEPTED:
+            self._accepted[authorization] = found
+        return found
+
+    def _lookup(self, authorization: str) -> ApiKey:
+        if not authorization[:7].lower() == "bearer ":
             raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
         try:
             digest = hashlib.sha256(authorization[7:].strip().encode()).digest()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import aiohttp
 
@@ -50,6 +49,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 class HTTPConnector(Connector):
     session: aiohttp.ClientSession
+    _stream_timeout: aiohttp.ClientTimeout
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate us to the provider (never logged)."""
@@ -66,7 +66,12 @@ class HTTPConnector(Connector):
             # Per-attempt deadlines come from the pipeline's timeout stage, not from here.
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds),
             auto_decompress=True,
+            # A provider's cookies are never sent back: every tenant shares this session, and
+            # filtering a jar on every request costs more than the rest of the request's headers.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds,
+                                                     sock_read=self.config.stream_idle_timeout_seconds)
 
     async def close(self) -> None:
         await self.session.close()
@@ -75,13 +80,13 @@ class HTTPConnector(Connector):
                    stream: bool = False, headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
         """POST and return a successful response; an error status is raised as the provider's
         error. For a stream, every read (the first included) waits at most the idle timeout."""
-        extra: dict[str, Any] = {}
-        if stream:  # else the session's timeout applies (its default is aiohttp's sentinel, not None)
-            extra["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_seconds,
-                                                     sock_read=self.config.stream_idle_timeout_seconds)
+        request_headers = {"X-Request-ID": ctx.request_id, **headers} if headers else {"X-Request-ID": ctx.request_id}
         try:
-            response = await self.session.post(url, data=body, **extra,
-                                               headers={"X-Request-ID": ctx.request_id, **(headers or {})})
+            if stream:  # else the session's timeout applies (its default is aiohttp's sentinel, not None)
+                response = await self.session.post(url, data=body, headers=request_headers,
+                                                   timeout=self._stream_timeout)
+            else:
+                response = await self.session.post(url, data=body, headers=request_headers)
         except aiohttp.ServerTimeoutError:
             raise timeout_error(target.label, self.config.stream_idle_timeout_seconds) from None
         except (aiohttp.ClientError, OSError) as err:

@@ -4,9 +4,10 @@ route, run the pipeline, answer (JSON or SSE), then count and log it once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
+from random import getrandbits
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -36,7 +37,9 @@ def request_id(request: web.Request) -> str:
     incoming = request.headers.get("X-Request-ID")
     if incoming and _REQUEST_ID.match(incoming):
         return incoming
-    return os.urandom(16).hex()
+    # 128 random bits without a syscall per request (os.urandom is one); `random` is reseeded
+    # in every forked worker, so workers never share a sequence.
+    return f"{getrandbits(128):032x}"
 
 
 def error_response(err: ProxyError, rid: str) -> web.Response:
@@ -52,6 +55,8 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     """The whole body within `timeout` (a client trickling it would hold a connection forever),
     decompressed as its Content-Encoding says; every failure is the client's 4xx."""
     try:
+        if request.content.is_eof():  # all of it arrived with the head: no timer to arm
+            return await request.read()
         async with asyncio.timeout(timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -81,12 +86,6 @@ def _result_headers(call: Call) -> dict[str, str]:
     return headers
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await handle(request, completions_surface.SURFACE)
-
-
-async def chat(request: web.Request) -> web.StreamResponse:
-    return await handle(request, chat_surface.SURFACE)
 
 
 async def models(request: web.Request) -> web.Response:
@@ -168,6 +167,12 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
         log_request(server.logger, rid, call, status, request.path)
         if settling is not None:  # last: a second cancellation skips only this wait
             await settling
+
+
+# Partials rather than wrapper coroutines: each frame on the handler's await chain is walked again
+# at every resumption (every upstream read of a stream), so the surface is bound, not wrapped.
+completions: Handler = partial(handle, surface=completions_surface.SURFACE)
+chat: Handler = partial(handle, surface=chat_surface.SURFACE)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -94,6 +94,7 @@ async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStre
     """The answer relayed; `call.log["client_gone"]` says the client closed before its end."""
     frames = frames_of(outcome, call.surface, call.request)
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    tail = b""  # no [DONE] after a failure
     try:
         await response.prepare(request)
         try:
@@ -101,7 +102,7 @@ async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStre
             call.stream_overhead = call.overhead_seconds()
             async for batch in frames:
                 await response.write(batch)
-            await response.write(DONE)
+            tail = DONE  # written with the chunked terminator: one send, not two
         except ProxyError as err:
             await _fail(response, call, err)
         except asyncio.CancelledError:
@@ -115,7 +116,7 @@ async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStre
                 call.upstream_seconds += outcome.waited
                 call.usage = outcome.usage or call.usage
             await frames.aclose()  # a client gone mid-write stops the upstream here too
-        await response.write_eof()
+        await response.write_eof(tail)
     except ConnectionResetError:
         # The client closed between two writes, before aiohttp's cancellation reached us: the
         # same disconnect (499), not a bug of ours (aiohttp raises ClientConnectionResetError).

@@ -38,6 +38,7 @@ from proxy.providers.params import refuse_unsupported
 _encode = msgspec.json.Encoder().encode
 _completion_decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
 _STREAM_OPTIONS = wire.StreamOptions()
+_WIRE_FIELDS = frozenset(wire.UpstreamRequest.__struct_fields__)
 
 
 def request_body(request: ChatRequest, target: Target) -> bytes:
@@ -59,11 +60,18 @@ def request_body(request: ChatRequest, target: Target) -> bytes:
         n=request.n,
         user=request.user,
     )
-    if not request.extras:
-        return _encode(body)
-    # Our own fields win over an extra of the same name (the surface never lets one through).
-    merged: dict[str, Any] = {**request.extras, **msgspec.structs.asdict(body)}
-    return _encode({k: v for k, v in merged.items() if v is not None or k in request.extras})
+    encoded = _encode(body)
+    extras = request.extras
+    if not extras:
+        return encoded
+    # Extras are spliced in as JSON, not merged as dicts (a merge cost more than the rest of
+    # the request's encoding). Our own fields win over an extra of the same name: the surface
+    # lets none through but `stream_options`, which is ours to set.
+    if not _WIRE_FIELDS.isdisjoint(extras):
+        extras = {k: v for k, v in extras.items() if k not in _WIRE_FIELDS}
+        if not extras:
+            return encoded
+    return encoded[:-1] + b"," + _encode(extras)[1:]
 
 
 class OpenAIConnector(HTTPConnector):

@@ -126,15 +126,28 @@ class StreamTranslator:
         if region is None:
             self._events(self.parser.drain())
         elif region:
-            # The usual read: nothing but chunks still generating, rewritten whole, framing kept.
-            bulk = rewrite_in_progress(region) if not self.finished and self.held is None else None
-            if bulk is None:
+            # The usual read: chunks still generating, rewritten whole, framing kept. A read that
+            # also ends the stream (a whole answer written at once) has its generating prefix
+            # rewritten whole and only the last events — finish, usage, [DONE] — parsed.
+            if self.finished or self.held is not None:
                 self._events(self.parser.events(region))
                 return
-            self.output += bulk
-            self.output += b"\n\n"
-            if not self.content_seen and region.count(b'"text":""') <= region.count(b"\n\n"):
-                self.content_seen = True
+            bulk = rewrite_in_progress(region)
+            if bulk is not None:
+                self._bulk(region, bulk)
+                return
+            cut = region.find(b"\n\n", region.rfind(_NULL_REASON))
+            bulk = rewrite_in_progress(region[:cut]) if cut > 0 else None
+            if bulk is not None:
+                self._bulk(region[:cut], bulk)
+                region = region[cut + 2:]
+            self._events(self.parser.events(region))
+
+    def _bulk(self, region: bytes, rewritten: bytes) -> None:
+        self.output += rewritten
+        self.output += b"\n\n"
+        if not self.content_seen and region.count(b'"text":""') <= region.count(b"\n\n"):
+            self.content_seen = True
 
     def _events(self, events: Iterator[bytes]) -> None:
         for event in events:
