@@ -59,6 +59,12 @@ class UpstreamStream(Generic[Batch]):
         self._usage: Usage | None = None
 
     @property
+    def ended(self) -> bool:
+        """The source has said its last word: the batch just handed out was the final one, so
+        the relay can send it together with the stream's end."""
+        return not self._ahead and getattr(self._batches, "finished", False)
+
+    @property
     def usage(self) -> Usage | None:
         return self.usage_source.usage if self.usage_source is not None else self._usage
 

@@ -9,8 +9,9 @@ than `max_event_bytes`, is a 502 naming the provider; a stream silent for
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sized
 from email.utils import parsedate_to_datetime
+from typing import Generic, Protocol, TypeVar
 
 import aiohttp
 
@@ -24,6 +25,8 @@ from proxy.core.sse import EventTooLarge, SSEParser
 from proxy.core.stream import CallContext
 from proxy.core.target import Target
 from proxy.providers.base import Connector
+
+Batch_co = TypeVar("Batch_co", covariant=True)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -148,3 +151,71 @@ class HTTPConnector(Connector):
 
 # What reading a stream may raise that stream_failure turns into an UpstreamError.
 STREAM_FAILURES = (EventTooLarge, aiohttp.ClientError, OSError)
+
+
+class ByteDecoder(Protocol[Batch_co]):
+    """A stream decoder fed raw upstream reads (SSE framing included)."""
+
+    content_seen: bool  # a batch may go out: nothing before this, so failures can still fall back
+    finished: bool  # the upstream said the stream is over ([DONE])
+
+    @property
+    def output(self) -> Sized: ...
+
+    def feed(self, data: bytes) -> None: ...
+
+    def take(self) -> Batch_co: ...
+
+
+class ReadLoop(Generic[Batch_co]):
+    """A stream's batches straight off the response: each `__anext__` reads, feeds the decoder
+    and hands out what it made once content has been seen.
+
+    A class rather than an async generator over aiohttp's iterator: every frame on the await
+    chain is resumed again at each upstream read, and this is one frame where those were two
+    (README, "Benchmarks"). `finished` lets the relay send the last batch with the stream's end.
+    """
+
+    __slots__ = ("_connector", "_error", "_read", "decoder", "target")
+
+    def __init__(self, connector: HTTPConnector, response: aiohttp.ClientResponse, decoder: ByteDecoder[Batch_co],
+                 target: Target) -> None:
+        self._connector = connector
+        self._read = response.content.readany
+        self._error: BaseException | None = None  # raised at the next read, after the batch before it
+        self.decoder = decoder
+        self.target = target
+
+    @property
+    def finished(self) -> bool:
+        return self.decoder.finished and self._error is None
+
+    def __aiter__(self) -> ReadLoop[Batch_co]:
+        return self
+
+    async def __anext__(self) -> Batch_co:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        decoder = self.decoder
+        if decoder.finished:
+            raise StopAsyncIteration
+        while True:
+            try:
+                data = await self._read()
+            except STREAM_FAILURES as err:
+                raise self._connector.stream_failure(self.target, err) from None
+            if not data:
+                raise protocol_error(self.target.label, "stream ended without [DONE]")
+            try:
+                decoder.feed(data)
+            except Exception as err:  # noqa: BLE001 - raised now or at the next read, never swallowed
+                failure = self._connector.stream_failure(self.target, err) if isinstance(err, EventTooLarge) else err
+                if decoder.content_seen and decoder.output:  # what came before the failure goes out first
+                    self._error = failure
+                    return decoder.take()
+                raise failure from None
+            if decoder.output and (decoder.content_seen or decoder.finished):
+                return decoder.take()
+            if decoder.finished:
+                raise StopAsyncIteration

@@ -30,33 +30,69 @@ DONE = b"data: [DONE]\n\n"
 
 
 class Frames(Protocol):
-    """SSE frames ready to write, one batch at a time."""
+    """SSE frames ready to write, one batch at a time. `ended`: the batch just handed out was
+    the last (the relay then sends it with the stream's end, in one write)."""
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    @property
+    def ended(self) -> bool: ...
 
     async def aclose(self) -> None: ...
 
 
 class Rendered:
-    """Canonical deltas from a provider stream, rendered by the surface as they arrive."""
+    """Canonical deltas from a provider stream, rendered by the surface as they arrive.
 
-    __slots__ = ("renderer", "stream")
+    An iterator class rather than an async generator: one frame less on the await chain that
+    every upstream read resumes."""
+
+    __slots__ = ("done", "renderer", "stream")
 
     def __init__(self, stream: UpstreamStream[Any], renderer: StreamRenderer) -> None:
         self.stream = stream
         self.renderer = renderer
+        self.done = False  # the renderer's tail went out
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for deltas in self.stream:
-            out = self.renderer.render(deltas)
+    @property
+    def ended(self) -> bool:
+        return self.done
+
+    def __aiter__(self) -> Rendered:
+        self.stream.__aiter__()  # arms the cache's collection, as `async for` would
+        return self
+
+    async def __anext__(self) -> bytes:
+        stream, renderer = self.stream, self.renderer
+        while not self.done:
+            try:
+                deltas = await stream.__anext__()
+            except StopAsyncIteration:
+                self.done = True
+                tail = renderer.finish()
+                if tail:
+                    return tail
+                raise
+            out = renderer.render(deltas)
+            if stream.ended:  # the last batch: the renderer's tail goes with it
+                self.done = True
+                out += renderer.finish()
             if out:
-                yield out
-        tail = self.renderer.finish()
-        if tail:
-            yield tail
+                return out
+        await _drained(stream)
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def _drained(stream: UpstreamStream[Any]) -> None:
+    """Past its last batch, so that a complete stream reaches the cache (`on_complete`)."""
+    try:
+        while True:
+            await stream.__anext__()
+    except StopAsyncIteration:
+        pass
 
 
 class Replayed:
@@ -67,9 +103,17 @@ class Replayed:
     def __init__(self, frames: list[bytes]) -> None:
         self.frames = frames
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for batch in self.frames:
-            yield batch
+    @property
+    def ended(self) -> bool:
+        return not self.frames
+
+    def __aiter__(self) -> Replayed:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self.frames:
+            raise StopAsyncIteration
+        return self.frames.pop(0)
 
     async def aclose(self) -> None:
         return None
@@ -83,10 +127,10 @@ def frames_of(outcome: Result | UpstreamStream[Any], surface: Surface, request: 
     return Rendered(outcome, surface.renderer(outcome.head, request))
 
 
-async def _fail(response: web.StreamResponse, call: Call, err: ProxyError) -> None:
+async def _fail(response: web.StreamResponse, call: Call, err: ProxyError, before: bytes) -> None:
     """After the first chunk a failure can only be said in-band: one error event, no [DONE]."""
     call.log["stream_error"] = {"status": err.status, "code": err.code}
-    await response.write(frame(err.body()))
+    await response.write(before + frame(err.body()))
 
 
 async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStream[Any],
@@ -94,23 +138,27 @@ async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStre
     """The answer relayed; `call.log["client_gone"]` says the client closed before its end."""
     frames = frames_of(outcome, call.surface, call.request)
     response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
-    tail = b""  # no [DONE] after a failure
+    last = b""  # the final batch, held to go out with the end
+    tail = b""  # what goes with the chunked terminator: no [DONE] after a failure
     try:
         await response.prepare(request)
         try:
             call.first_token_seconds = time.perf_counter() - call.started  # the first content is in hand
             call.stream_overhead = call.overhead_seconds()
             async for batch in frames:
-                await response.write(batch)
-            tail = DONE  # written with the chunked terminator: one send, not two
+                if frames.ended:  # the last batch goes with [DONE] and the chunked terminator: one send
+                    last = batch
+                else:
+                    await response.write(batch)
+            tail = last + DONE
         except ProxyError as err:
-            await _fail(response, call, err)
+            await _fail(response, call, err, last)
         except asyncio.CancelledError:
             reason = drain.cancelled_by(request)
             if reason is None:
                 raise  # the client went away: nobody to tell
             # The deadline or SIGTERM's grace ran out mid-stream: say so in-band, and no [DONE].
-            await _fail(response, call, drain.cancellation_error(request, reason))
+            await _fail(response, call, drain.cancellation_error(request, reason), last)
         finally:
             if isinstance(outcome, UpstreamStream):
                 call.upstream_seconds += outcome.waited

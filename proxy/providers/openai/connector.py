@@ -3,20 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from proxy.core.errors import (
     UpstreamError,
     protocol_error,
 )
-from proxy.core.model import ChatRequest, Delta, Message, Result, StreamHead
+from proxy.core.model import ChatRequest, Message, Result, StreamHead
 from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
-from proxy.providers.http import STREAM_FAILURES, HTTPConnector
+from proxy.providers.http import HTTPConnector, ReadLoop
 from proxy.providers.openai import wire
 from proxy.providers.openai.chat import (
     WireChat,
@@ -131,51 +130,17 @@ class OpenAIConnector(HTTPConnector):
         limit = self.config.max_event_bytes
         if chat:
             chat_decoder = DeltaDecoder(target, limit, decode_chat, chat_deltas)
-            return await UpstreamStream.open(self._deltas(response, chat_decoder), response.close,
+            return await UpstreamStream.open(ReadLoop(self, response, chat_decoder, target), response.close,
                                              lambda: chat_decoder.head or _no_head())
         if ctx.wire == PASSTHROUGH:
             translate = StreamTranslator(target, limit)
             stream: UpstreamStream[Any] = await UpstreamStream.open(
-                self._frames(response, translate), response.close, _no_head, PASSTHROUGH, collect_frames)
+                ReadLoop(self, response, translate, target), response.close, _no_head, PASSTHROUGH, collect_frames)
             stream.usage_source = translate
             return stream
         decoder = DeltaDecoder(target, limit)
-        return await UpstreamStream.open(self._deltas(response, decoder), response.close,
+        return await UpstreamStream.open(ReadLoop(self, response, decoder, target), response.close,
                                          lambda: decoder.head or _no_head())
-
-    async def _frames(self, response: aiohttp.ClientResponse, translate: StreamTranslator) -> AsyncIterator[bytes]:
-        """SSE frames, one batch per upstream read; nothing before the first content, so a
-        failure before it surfaces from UpstreamStream.open while retry and fallback can act."""
-        target = translate.target
-        try:
-            async for data in response.content.iter_any():
-                try:
-                    translate.feed(data)
-                except Exception:
-                    if translate.content_seen and translate.output:
-                        yield translate.take()
-                    raise
-                if translate.output and (translate.content_seen or translate.finished):
-                    yield translate.take()
-                if translate.finished:
-                    return
-        except STREAM_FAILURES as err:
-            raise self.stream_failure(target, err) from None
-        raise protocol_error(target.label, "stream ended without [DONE]")
-
-    async def _deltas(self, response: aiohttp.ClientResponse,
-                      decoder: DeltaDecoder) -> AsyncIterator[list[Delta]]:
-        target = decoder.target
-        try:
-            async for data in response.content.iter_any():
-                decoder.feed(data)
-                if decoder.output and (decoder.content_seen or decoder.finished):
-                    yield decoder.take()
-                if decoder.finished:
-                    return
-        except STREAM_FAILURES as err:
-            raise self.stream_failure(target, err) from None
-        raise protocol_error(target.label, "stream ended without [DONE]")
 
 
 def legacy_prompt(messages: list[Message]) -> str:

@@ -73,19 +73,46 @@ def rewrite_in_progress(region: bytes) -> bytes | None:
 
     Each pass over the bytes costs about as much as handling an event in Python, so the checks
     are few and whole-region: raw newlines cannot occur inside JSON, so the newlines are exactly
-    the separators, each followed by `data: {`; and the `finish_reason: null` replaced must be
-    one per event. An error event, a usage chunk or a finished choice has none, so a region
-    holding one is left to the event-by-event path.
+    the separators; the `finish_reason: null` replaced must be one per event (an error event, a
+    usage chunk or a finished choice has none); and the spec's required fields must be in every
+    event. Servers repeat the same head (`id`, `object`, `created`, `model`, …) on every chunk
+    of a stream, so when the first event's head up to `choices` holds those fields, one count
+    of it checks them all; otherwise each field is counted.
     """
-    separators = region.count(b"\n\ndata: {")
-    if not region.startswith(b"data: {") or region.count(b"\n") != 2 * separators:
+    if not region.startswith(b"data: {"):
         return None
+    newlines = region.count(b"\n")
+    head_end = region.find(_CHOICES, 0, _MAX_HEAD)
+    head = region[6:head_end] if head_end != -1 else b""
+    if all(field in head for field in _REQUIRED):
+        # Every newline is in a separator followed by the same head: one count checks framing
+        # and fields together.
+        separators = region.count(b"\n\ndata: " + head) if newlines else 0
+        if newlines != 2 * separators:
+            return None
+        try:
+            region.decode()
+        except UnicodeDecodeError:
+            return None
+        # A fingerprint with a value in the head is in no event null: no need to look for one.
+        fingerprint = b'"system_fingerprint":' in head and _NOT_IN_SPEC[1] not in head
+        fields = _NOT_IN_SPEC[:1] if fingerprint else _NOT_IN_SPEC
+    else:
+        separators = region.count(b"\n\ndata: {")
+        if newlines != 2 * separators or not _well_formed(region, separators + 1):
+            return None
+        fields = _NOT_IN_SPEC
     rewritten = region.replace(_NULL_REASON, _IN_PROGRESS)
-    if len(rewritten) - len(region) != (separators + 1) * _GROWTH or not _well_formed(region, separators + 1):
+    if len(rewritten) - len(region) != (separators + 1) * _GROWTH:
         return None
-    for field in _NOT_IN_SPEC:
-        rewritten = rewritten.replace(field, b"")
+    for field in fields:
+        if field in rewritten:
+            rewritten = rewritten.replace(field, b"")
     return rewritten
+
+
+_CHOICES = b'"choices":['
+_MAX_HEAD = 1024  # a head longer than this is checked field by field
 
 
 def _chunk_of(upstream: wire.UpstreamCompletion, target: Target) -> Completion:
@@ -129,24 +156,25 @@ class StreamTranslator:
             # The usual read: chunks still generating, rewritten whole, framing kept. A read that
             # also ends the stream (a whole answer written at once) has its generating prefix
             # rewritten whole and only the last events — finish, usage, [DONE] — parsed.
-            if self.finished or self.held is not None:
+            last = region.rfind(_NULL_REASON) if not self.finished and self.held is None else -1
+            if last == -1:
                 self._events(self.parser.events(region))
                 return
-            bulk = rewrite_in_progress(region)
-            if bulk is not None:
-                self._bulk(region, bulk)
+            cut = region.find(b"\n\n", last)
+            generating = region if cut == -1 else region[:cut]
+            bulk = rewrite_in_progress(generating)
+            if bulk is None:
+                self._events(self.parser.events(region))
                 return
-            cut = region.find(b"\n\n", region.rfind(_NULL_REASON))
-            bulk = rewrite_in_progress(region[:cut]) if cut > 0 else None
-            if bulk is not None:
-                self._bulk(region[:cut], bulk)
-                region = region[cut + 2:]
-            self._events(self.parser.events(region))
+            self._bulk(generating, bulk)
+            if cut != -1:
+                self._events(self.parser.events(region[cut + 2:]))
 
     def _bulk(self, region: bytes, rewritten: bytes) -> None:
         self.output += rewritten
         self.output += b"\n\n"
-        if not self.content_seen and region.count(b'"text":""') <= region.count(b"\n\n"):
+        if not self.content_seen and (b'"text":""' not in region or
+                                      region.count(b'"text":""') <= region.count(b"\n\n")):
             self.content_seen = True
 
     def _events(self, events: Iterator[bytes]) -> None:
