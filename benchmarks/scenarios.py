@@ -44,10 +44,6 @@ class ProviderPath:
     name: str
     provider: str  # provider name in Switchyard's config; the request's model prefix
     config: str  # the provider's YAML flow mapping; {mock} is the mock's base URL
-    # Streams ask for `stream_options.include_usage`: outside orq's completions schema, an extra
-    # that Switchyard passes to OpenAI-format upstreams only (the anthropic connector refuses it
-    # with a 400). Switchyard's completions surface puts usage on the last chunk either way.
-    stream_options: bool = True
 
 
 PATHS: dict[str, ProviderPath] = {
@@ -55,9 +51,7 @@ PATHS: dict[str, ProviderPath] = {
     # The fallback scenario's primary: the mock answers 503 at once under /fail.
     "dead": ProviderPath("dead", "dead", '{{type: openai, base_url: "{mock}/fail/v1", api_key: "x"}}'),
     # The connector appends /v1/messages itself, so its base_url is the bare origin.
-    "anthropic": ProviderPath(
-        "anthropic", "amock", '{{type: anthropic, base_url: "{mock}", api_key: "x"}}', stream_options=False
-    ),
+    "anthropic": ProviderPath("anthropic", "amock", '{{type: anthropic, base_url: "{mock}", api_key: "x"}}'),
 }
 TRANSLATED = ("plain", "stream", "stream_each")  # bodies the translated scenario runs on both paths
 
@@ -127,10 +121,8 @@ def body(variant: str, target: str, path: str = "openai") -> dict:
     model = {"stream_each": "bench-model-each", "slow": SLOW_MODEL}.get(variant, "bench-model")
     base: dict = {"model": f"{prefix}{model}", "prompt": "hello", "max_tokens": 16}
     if variant in ("stream", "stream_each", "slow"):
-        base["stream"] = True
-        if PATHS[path].stream_options:
-            # include_usage on every target so each stream has the same events whether or not the proxy adds it.
-            base["stream_options"] = {"include_usage": True}
+        # include_usage on every target so each stream has the same events whether or not the proxy adds it.
+        base.update(stream=True, stream_options={"include_usage": True})
     elif variant == "cache":
         base["cache"] = {"type": "exact_match", "ttl": 600}
     elif variant == "fallback":

@@ -151,6 +151,17 @@ def test_stream(client, ant):
     assert sent(ant)[0]["stream"] is True
 
 
+def test_stream_options_from_openais_sdk_are_accepted(client, ant):
+    """OpenAI's SDK sends `stream_options` with a streamed completion: it is not OpenAI-only
+    noise to refuse, and the usage comes on the last chunk either way."""
+    ant.script(M, Reply(chunks=4))
+    r, chunks, error, done = stream(client, max_tokens=50, stream_options={"include_usage": True})
+    assert r.status_code == 200 and done and error is None, r.text
+    assert texts(chunks) == {0: ANSWER}
+    assert chunks[-1]["usage"]["completion_tokens"] == 4
+    assert "stream_options" not in sent(ant)[0]
+
+
 def test_stream_usage_is_assigned_not_added(client, ant):
     """message_start says output_tokens 1, message_delta the cumulative count: not 1 + count."""
     ant.script(M, Reply(text="a b c d e f"))

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 
-from proxy.api.request import Base, SamplingRequest
+from proxy.api.request import Base, SamplingRequest, StreamOptions
 
 MessageCount = Meta(min_length=1, max_length=2048)
 PartCount = Meta(min_length=1, max_length=256)
@@ -116,10 +116,6 @@ class JsonSchemaFormat(Base, tag_field="type", tag="json_schema"):
 
 
 ResponseFormat = TextFormat | JsonObjectFormat | JsonSchemaFormat
-
-
-class StreamOptions(Base):
-    include_usage: bool | None = None
 
 
 class ChatCompletionRequest(SamplingRequest, forbid_unknown_fields=True):

@@ -194,6 +194,10 @@ class SamplingRequest(RoutedRequest):
     n: ChoiceCount | None = None
 
 
+class StreamOptions(Base):
+    include_usage: bool | None = None
+
+
 class CompletionRequest(SamplingRequest, forbid_unknown_fields=True):
     """Unknown top-level fields fail the fast decode; proxy.api.decode then sets them aside as
     `extras`, which are passed through to OpenAI-compatible upstreams (README, "Parameters")."""
@@ -201,6 +205,9 @@ class CompletionRequest(SamplingRequest, forbid_unknown_fields=True):
     # Required by the spec, but a stored prompt (`orq.prompt`) can stand in for it: checked later.
     prompt: str | list[str] | None = None
     echo: bool | None = None
+    # Not in orq's schema but sent by OpenAI's SDKs: accepted for every provider, and needless,
+    # since a streamed completion always ends with its usage (README, "Streaming").
+    stream_options: StreamOptions | None = None
 
 
 # A completion's generation parameters: what it forwards and what a stored prompt may default.

@@ -32,6 +32,7 @@ FIELD_DECISIONS: dict[str, str] = {
     "timeout": "excluded: how long to wait, not which answer",
     "cache": "excluded: the cache's own settings (ttl)",
     "stream": "excluded: a streamed and a whole answer are the same answer, replayed either way",
+    "stream_options": "excluded: whether usage is streamed, not which answer",
     "orq.name": "excluded: trace display name",
     "orq.retry": "excluded: see retry",
     "orq.timeout": "excluded: see timeout",
