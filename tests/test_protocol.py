@@ -154,3 +154,23 @@ def test_a_normal_request_still_works(slow_proxy, upstream):
     r = httpx.post(f"{slow_proxy.url}{URL}", json={"model": "emu/m", "prompt": "x"},
                    headers={"Authorization": f"Bearer {KEY_A}"}, timeout=5)
     assert r.status_code == 200, r.text
+
+
+def test_expect_100_continue_is_answered_before_the_body(slow_proxy, upstream):
+    """curl sends `Expect: 100-continue` with a large body and waits for the interim answer."""
+    body = json.dumps({"model": "emu/m", "prompt": "x"}).encode()
+    raw = head(AUTH, "Content-Type: application/json", f"Content-Length: {len(body)}", "Expect: 100-continue",
+               "Connection: close") + b"\r\n"
+    with socket.create_connection(("127.0.0.1", slow_proxy.port), timeout=5) as sock:
+        sock.sendall(raw)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        reply = read_all(sock)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+
+
+@pytest.mark.parametrize("path", [URL + "?trace=1", "/v2/router/%63ompletions"])
+def test_a_route_reached_by_a_query_or_an_escape_is_served_too(slow_proxy, upstream, path):
+    r = httpx.post(f"{slow_proxy.url}{path}", json={"model": "emu/m", "prompt": "x"},
+                   headers={"Authorization": f"Bearer {KEY_A}"}, timeout=5)
+    assert r.status_code == 200, r.text

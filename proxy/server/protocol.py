@@ -15,12 +15,14 @@ import asyncio
 import os
 import resource
 import time
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, cast
 
-from aiohttp import web, web_server
+from aiohttp import hdrs, web, web_server
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_urldispatcher import PlainResource, UrlMappingMatchInfo
 
 from proxy.config import ServerConfig
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError
@@ -173,6 +175,42 @@ class ProtocolServer(web_server.Server):
             self._refused = 0
 
 
+Dispatch = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def direct_dispatch(app: web.Application, fallback: Dispatch) -> Dispatch:
+    """The request handler aiohttp's server calls: a request for a fixed path (the API's routes,
+    health, metrics) goes straight to its handler; anything else through the application.
+
+    Application._handle is an `async def` around the handler, so it is one more frame that every
+    resumption of a streaming handler walks through, and it resolves the route anew each time.
+    Here each fixed route's match is resolved once (so `request.app` works as usual) and the
+    handler's own coroutine is returned. A request with `Expect` (100-continue), with a query or
+    escapes in its path, or for a method the route does not take goes the usual way, as does
+    everything when the application has middlewares."""
+    if app.middlewares:
+        return fallback
+    routes: dict[tuple[str, str], tuple[UrlMappingMatchInfo, Dispatch]] = {}
+    for plain in app.router.resources():
+        if not isinstance(plain, PlainResource):
+            continue
+        for route in plain:
+            match = UrlMappingMatchInfo({}, route)
+            match.add_app(app)
+            match.freeze()
+            routes[(route.method, plain.canonical)] = (match, route.handler)
+
+    def dispatch(request: web.Request) -> Awaitable[web.StreamResponse]:
+        found = routes.get((request.method, request.raw_path))
+        if found is None or hdrs.EXPECT in request.headers:
+            return fallback(request)
+        match, handler = found
+        request._match_info = match  # what Application._handle sets; read by `request.app`
+        return handler(request)
+
+    return dispatch
+
+
 class Runner(web.AppRunner):
     """AppRunner whose server speaks through ProtocolHandler, with our limits."""
 
@@ -185,4 +223,8 @@ class Runner(web.AppRunner):
         self._logger = logger
 
     async def _make_server(self) -> web_server.Server:
-        return ProtocolServer(await super()._make_server(), self._limits, self._logger)
+        server = ProtocolServer(await super()._make_server(), self._limits, self._logger)
+        # Requests reach the handler as web.Request: the server's factory is the application's.
+        stock = cast(Dispatch, server.request_handler)
+        server.request_handler = cast(Any, direct_dispatch(self.app, stock))
+        return server
