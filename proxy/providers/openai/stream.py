@@ -67,7 +67,18 @@ def _fast(event: bytes) -> bytes | None:
     return frame(_rewrite(event))
 
 
-def rewrite_in_progress(region: bytes) -> bytes | None:
+def chunk_head(region: bytes) -> bytes | None:
+    """`data: ` and the first chunk's fields up to its `choices`, when they hold every field the
+    spec requires: servers repeat that head on every chunk of a stream (`id`, `object`,
+    `created`, `model`, …), so one comparison with it checks those fields in each chunk."""
+    end = region.find(_CHOICES, 0, _MAX_HEAD)
+    if end == -1 or not region.startswith(b"data: {"):
+        return None
+    head = region[:end]
+    return head if all(field in head for field in _REQUIRED) else None
+
+
+def rewrite_in_progress(region: bytes, head: bytes | None = None) -> bytes | None:
     """A region (`data: {...}` events joined by blank lines) rewritten whole when every event
     in it is a one-line chunk of a choice still generating; None when one is anything else.
 
@@ -75,19 +86,15 @@ def rewrite_in_progress(region: bytes) -> bytes | None:
     are few and whole-region: raw newlines cannot occur inside JSON, so the newlines are exactly
     the separators; the `finish_reason: null` replaced must be one per event (an error event, a
     usage chunk or a finished choice has none); and the spec's required fields must be in every
-    event. Servers repeat the same head (`id`, `object`, `created`, `model`, …) on every chunk
-    of a stream, so when the first event's head up to `choices` holds those fields, one count
-    of it checks them all; otherwise each field is counted.
+    event: when every event starts with the stream's `head` (chunk_head, found once per stream
+    by the caller, b"" when it found none, or here when None), one count checks framing and
+    fields together; otherwise each field is counted.
     """
-    if not region.startswith(b"data: {"):
-        return None
     newlines = region.count(b"\n")
-    head_end = region.find(_CHOICES, 0, _MAX_HEAD)
-    head = region[6:head_end] if head_end != -1 else b""
-    if all(field in head for field in _REQUIRED):
-        # Every newline is in a separator followed by the same head: one count checks framing
-        # and fields together.
-        separators = region.count(b"\n\ndata: " + head) if newlines else 0
+    if head is None:
+        head = chunk_head(region)
+    if head and region.startswith(head):
+        separators = region.count(b"\n\n" + head) if newlines else 0
         if newlines != 2 * separators:
             return None
         try:
@@ -99,7 +106,8 @@ def rewrite_in_progress(region: bytes) -> bytes | None:
         fields = _NOT_IN_SPEC[:1] if fingerprint else _NOT_IN_SPEC
     else:
         separators = region.count(b"\n\ndata: {")
-        if newlines != 2 * separators or not _well_formed(region, separators + 1):
+        if (not region.startswith(b"data: {") or newlines != 2 * separators
+                or not _well_formed(region, separators + 1)):
             return None
         fields = _NOT_IN_SPEC
     rewritten = region.replace(_NULL_REASON, _IN_PROGRESS)
@@ -111,6 +119,7 @@ def rewrite_in_progress(region: bytes) -> bytes | None:
     return rewritten
 
 
+_NO_HEAD = b""  # the stream has none: count each field
 _CHOICES = b'"choices":['
 _MAX_HEAD = 1024  # a head longer than this is checked field by field
 
@@ -142,6 +151,8 @@ class StreamTranslator:
         # OpenAI sends the usage in a last chunk with no choices; it is folded into the chunk that
         # finished, so the final chunk carries both the real finish_reason and the usage.
         self.held: Completion | None = None
+        self.head: bytes | None = None  # the stream's chunk_head, sought in its first chunks
+        self.head_sought = False
 
     def take(self) -> bytes:
         out = bytes(self.output)
@@ -162,7 +173,9 @@ class StreamTranslator:
                 return
             cut = region.find(b"\n\n", last)
             generating = region if cut == -1 else region[:cut]
-            bulk = rewrite_in_progress(generating)
+            if not self.head_sought:
+                self.head, self.head_sought = chunk_head(generating), True
+            bulk = rewrite_in_progress(generating, self.head or _NO_HEAD)
             if bulk is None:
                 self._events(self.parser.events(region))
                 return
