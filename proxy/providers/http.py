@@ -140,6 +140,15 @@ class HTTPConnector(Connector):
         finally:
             response.close()
 
+    def read_loop(self, response: aiohttp.ClientResponse, decoder: ByteDecoder[Batch_co],
+                  target: Target, end: str = "[DONE]") -> ReadLoop[Batch_co]:
+        """The stream's batches off `response` (ReadLoop), once it is an event stream at all.
+        `end` names the event that ends the stream, for the error when it never comes."""
+        if not response.content_type.startswith("text/event-stream"):
+            response.close()
+            raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
+        return ReadLoop(self, response, decoder, target, end)
+
     def stream_failure(self, target: Target, err: BaseException) -> UpstreamError:
         """A stream that broke while being read, as the failure it is."""
         if isinstance(err, EventTooLarge):
@@ -156,8 +165,11 @@ STREAM_FAILURES = (EventTooLarge, aiohttp.ClientError, OSError)
 class ByteDecoder(Protocol[Batch_co]):
     """A stream decoder fed raw upstream reads (SSE framing included)."""
 
-    content_seen: bool  # a batch may go out: nothing before this, so failures can still fall back
-    finished: bool  # the upstream said the stream is over ([DONE])
+    @property
+    def content_seen(self) -> bool: ...  # a batch may go out: before it, a failure can still fall back
+
+    @property
+    def finished(self) -> bool: ...  # the upstream said the stream is over ([DONE], message_stop)
 
     @property
     def output(self) -> Sized: ...
@@ -165,6 +177,53 @@ class ByteDecoder(Protocol[Batch_co]):
     def feed(self, data: bytes) -> None: ...
 
     def take(self) -> Batch_co: ...
+
+
+class EventDecoder(Protocol[Batch_co]):
+    """A stream decoder fed the `data` of one SSE event at a time (Anthropic's named events)."""
+
+    @property
+    def content_seen(self) -> bool: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def output(self) -> Sized: ...
+
+    def feed(self, data: bytes) -> None: ...
+
+    def take(self) -> Batch_co: ...
+
+
+class SSEBytes(Generic[Batch_co]):
+    """An EventDecoder as a ByteDecoder: the SSE framing parsed here, each event's data fed on."""
+
+    __slots__ = ("decoder", "parser")
+
+    def __init__(self, decoder: EventDecoder[Batch_co], limit: int) -> None:
+        self.decoder = decoder
+        self.parser = SSEParser(limit)
+
+    @property
+    def content_seen(self) -> bool:
+        return self.decoder.content_seen
+
+    @property
+    def finished(self) -> bool:
+        return self.decoder.finished
+
+    @property
+    def output(self) -> Sized:
+        return self.decoder.output
+
+    def feed(self, data: bytes) -> None:
+        decoder = self.decoder
+        for event in self.parser.feed(data):
+            decoder.feed(event)
+
+    def take(self) -> Batch_co:
+        return self.decoder.take()
 
 
 class ReadLoop(Generic[Batch_co]):
@@ -176,11 +235,12 @@ class ReadLoop(Generic[Batch_co]):
     (README, "Benchmarks"). `finished` lets the relay send the last batch with the stream's end.
     """
 
-    __slots__ = ("_connector", "_error", "_read", "decoder", "target")
+    __slots__ = ("_connector", "_error", "_read", "decoder", "end", "target")
 
     def __init__(self, connector: HTTPConnector, response: aiohttp.ClientResponse, decoder: ByteDecoder[Batch_co],
-                 target: Target) -> None:
+                 target: Target, end: str = "[DONE]") -> None:
         self._connector = connector
+        self.end = end
         self._read = response.content.readany
         self._error: BaseException | None = None  # raised at the next read, after the batch before it
         self.decoder = decoder
@@ -206,7 +266,7 @@ class ReadLoop(Generic[Batch_co]):
             except STREAM_FAILURES as err:
                 raise self._connector.stream_failure(self.target, err) from None
             if not data:
-                raise protocol_error(self.target.label, "stream ended without [DONE]")
+                raise protocol_error(self.target.label, f"stream ended without {self.end}")
             try:
                 decoder.feed(data)
             except Exception as err:  # noqa: BLE001 - raised now or at the next read, never swallowed

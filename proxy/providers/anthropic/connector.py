@@ -7,14 +7,13 @@ declared in params.py; docs/providers.md has the table.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
-import aiohttp
 import msgspec
 
 from proxy.core.errors import ErrorCode, ProxyError, UpstreamError, protocol_error
-from proxy.core.model import ChatRequest, Delta, Result, StreamHead, TextPart
+from proxy.core.model import ChatRequest, Result, StreamHead, TextPart
 from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
 from proxy.providers.anthropic import wire
@@ -34,6 +33,7 @@ from proxy.providers.anthropic.translate import (
 )
 from proxy.providers.chat import ChatConnector
 from proxy.providers.effort import thinking_for
+from proxy.providers.http import SSEBytes
 
 _encode = msgspec.json.Encoder().encode
 _message_decoder = msgspec.json.Decoder(wire.Message)
@@ -114,29 +114,9 @@ class AnthropicConnector(ChatConnector):
     async def stream_one(self, request: ChatRequest, target: Target, ctx: CallContext) -> UpstreamStream[Any]:
         response = await self.post(self.url, self._body(request, target), target, ctx, stream=True)
         decoder = DeltaDecoder(target, reasoning_is_content=ctx.wire not in NO_REASONING_WIRES)
-        return await UpstreamStream.open(self._deltas(response, decoder), response.close,
+        batches = self.read_loop(response, SSEBytes(decoder, self.config.max_event_bytes), target, "message_stop")
+        return await UpstreamStream.open(batches, response.close,
                                          lambda: decoder.head or StreamHead("", 0, target.model))
-
-    async def _deltas(self, response: aiohttp.ClientResponse, decoder: DeltaDecoder) -> AsyncIterator[list[Delta]]:
-        """Deltas per upstream read, none before the first content (so a failure before it is
-        raised from UpstreamStream.open, where retry and fallback still act)."""
-        events = cast(AsyncGenerator[list[bytes], None], self.events(response, decoder.target))
-        try:
-            async for batch in events:
-                for data in batch:
-                    try:
-                        decoder.feed(data)
-                    except UpstreamError:
-                        if decoder.content_seen and decoder.output:
-                            yield decoder.take()  # what came before the error still reaches the client
-                        raise
-                if decoder.content_seen and decoder.output:
-                    yield decoder.take()
-                if decoder.finished:
-                    return
-        finally:
-            await events.aclose()
-        raise protocol_error(decoder.target.label, "stream ended without message_stop")
 
 
 CONNECTOR = AnthropicConnector

@@ -15,7 +15,7 @@ from proxy.core.errors import (
 from proxy.core.model import ChatRequest, Message, Result, StreamHead
 from proxy.core.stream import CallContext, UpstreamStream
 from proxy.core.target import Target
-from proxy.providers.http import HTTPConnector, ReadLoop
+from proxy.providers.http import HTTPConnector
 from proxy.providers.openai import wire
 from proxy.providers.openai.chat import (
     WireChat,
@@ -124,22 +124,19 @@ class OpenAIConnector(HTTPConnector):
         chat = self._chat(request)
         body = chat_body(request, target) if chat else self._legacy(request, target)
         response = await self.post(self.chat_url if chat else self.url, body, target, ctx, stream=True)
-        if not response.content_type.startswith("text/event-stream"):
-            response.close()
-            raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
         limit = self.config.max_event_bytes
         if chat:
             chat_decoder = DeltaDecoder(target, limit, decode_chat, chat_deltas)
-            return await UpstreamStream.open(ReadLoop(self, response, chat_decoder, target), response.close,
+            return await UpstreamStream.open(self.read_loop(response, chat_decoder, target), response.close,
                                              lambda: chat_decoder.head or _no_head())
         if ctx.wire == PASSTHROUGH:
             translate = StreamTranslator(target, limit)
             stream: UpstreamStream[Any] = await UpstreamStream.open(
-                ReadLoop(self, response, translate, target), response.close, _no_head, PASSTHROUGH, collect_frames)
+                self.read_loop(response, translate, target), response.close, _no_head, PASSTHROUGH, collect_frames)
             stream.usage_source = translate
             return stream
         decoder = DeltaDecoder(target, limit)
-        return await UpstreamStream.open(ReadLoop(self, response, decoder, target), response.close,
+        return await UpstreamStream.open(self.read_loop(response, decoder, target), response.close,
                                          lambda: decoder.head or _no_head())
 
 
