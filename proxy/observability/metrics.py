@@ -46,6 +46,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _pc_multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from proxy.observability.fast_updates import Update, adder, observer
 from proxy.observability.labels import (
     _MAX_CACHE_RESULTS,
     _MAX_ROUTES,
@@ -315,10 +316,10 @@ class Metrics:
         children = self._finish_children.get(key)
         if children is None:
             children = self._finish_children_for(route, provider, model, status, cache)
-        counter, duration, overhead = children
-        counter.inc()
-        duration.observe(_seconds(duration_s))
-        overhead.observe(_seconds(overhead_s))
+        count, duration, overhead = children
+        count(1)
+        duration(_seconds(duration_s))
+        overhead(_seconds(overhead_s))
 
     def _finish_children_for(self, route, provider, model, status, cache) -> tuple:
         r = self._route(route)
@@ -331,9 +332,9 @@ class Metrics:
         children = self._finish_children.get(norm)
         if children is None:
             children = (
-                self.requests_total.labels(r, p, m, s, c),
-                self.request_duration.labels(r, p, m),
-                self.overhead.labels(r),
+                adder(self.requests_total.labels(r, p, m, s, c)),
+                observer(self.request_duration.labels(r, p, m)),
+                observer(self.overhead.labels(r)),
             )
             self._finish_children[norm] = children
         # Also cache under the raw key when every raw value is a stable, bounded one (a stored
@@ -364,15 +365,15 @@ class Metrics:
             children = self._upstream_children.get(norm)
             if children is None:
                 children = (
-                    self.upstream_requests_total.labels(p, m, s),
-                    self.upstream_duration.labels(p, m, s),
+                    adder(self.upstream_requests_total.labels(p, m, s)),
+                    observer(self.upstream_duration.labels(p, m, s)),
                 )
                 self._upstream_children[norm] = children
             if self._stable(provider, model, m) and s == status:
                 self._upstream_children[key] = children
-        counter, hist = children
-        counter.inc()
-        hist.observe(_seconds(duration_s))
+        count, duration = children
+        count(1)
+        duration(_seconds(duration_s))
 
     def first_token(self, *, provider: str, model: str, seconds: float) -> None:
         """The first content chunk was sent `seconds` after the request arrived."""
@@ -380,9 +381,9 @@ class Metrics:
         child = self._ttft_children.get(key)
         if child is None:
             child = self._pm_child(
-                self._ttft_children, provider, model, self.ttft.labels
+                self._ttft_children, provider, model, lambda p, m: observer(self.ttft.labels(p, m))
             )
-        child.observe(_seconds(seconds))  # type: ignore[attr-defined]
+        child(_seconds(seconds))  # type: ignore[operator]
 
     def tokens(
         self, *, provider: str, model: str, prompt: int, completion: int
@@ -394,9 +395,9 @@ class Metrics:
                 self._token_children, provider, model, self._token_pair
             )
         if prompt and prompt > 0:
-            children[0].inc(prompt)
+            children[0](prompt)
         if completion and completion > 0:
-            children[1].inc(completion)
+            children[1](completion)
 
     def retry(self, *, provider: str, model: str) -> None:
         """The same candidate is tried again."""
@@ -432,9 +433,7 @@ class Metrics:
         self.circuit_transitions_total.labels(p, m, to if to in _CIRCUIT_STATES else OTHER).inc()
 
     def _token_pair(self, p: str, m: str) -> tuple:
-        return self.tokens_total.labels(p, m, "prompt"), self.tokens_total.labels(
-            p, m, "completion"
-        )
+        return adder(self.tokens_total.labels(p, m, "prompt")), adder(self.tokens_total.labels(p, m, "completion"))
 
     def _pm_child(self, cache: dict, provider, model, make: Callable[[str, str], Any]):
         """Slow path of the (provider, model) metrics: bound the labels, build the child
@@ -495,6 +494,7 @@ class Metrics:
             "1 while the limiter cannot reach its store, else 0.", registry=reg, multiprocess_mode="livemax")
         self.limiter_degraded.set(0)
         self._key_children: dict[tuple, Any] = {}
+        self._key_requests: dict[tuple[str, int], Update] = {}
 
     def add_keys(self, names: Iterable[str]) -> None:
         """Key names from the config (a reload adds; requests on the old config keep theirs)."""
@@ -510,19 +510,31 @@ class Metrics:
             child = self._key_children[cache_key] = metric.labels(*labels)
         return child
 
+    def _key_adder(self, metric: Any, *labels: str) -> Update:
+        cache_key = ("add", id(metric), *labels)
+        add = self._key_children.get(cache_key)
+        if add is None:
+            add = self._key_children[cache_key] = adder(self._key_child(metric, *labels))
+        return add  # type: ignore[no-any-return]
+
     def key_request(self, *, key: str, status: int) -> None:
-        s = str(status)
-        if len(s) != 3 or not s.isdigit():
-            s = OTHER
-        self._key_child(self.key_requests_total, self._key(key), s).inc()
+        add = self._key_requests.get((key, status))
+        if add is None:
+            s = str(status)
+            if len(s) != 3 or not s.isdigit():
+                s = OTHER
+            add = self._key_adder(self.key_requests_total, self._key(key), s)
+            if len(self._key_requests) < 4096 and key in self._keys:  # bounded by the config's names
+                self._key_requests[(key, status)] = add
+        add(1)
 
     def key_usage(self, *, key: str, prompt: int, completion: int, reasoning: int, cost: float) -> None:
         k = self._key(key)
         for kind, value in (("prompt", prompt), ("completion", completion), ("reasoning", reasoning)):
             if value and value > 0:
-                self._key_child(self.key_tokens_total, k, kind).inc(value)
+                self._key_adder(self.key_tokens_total, k, kind)(value)
         if cost > 0:
-            self._key_child(self.key_cost_total, k).inc(cost)
+            self._key_adder(self.key_cost_total, k)(cost)
 
     def rate_limited(self, *, key: str, limit: str) -> None:
         self._key_child(self.rate_limited_total, self._key(key), limit).inc()
