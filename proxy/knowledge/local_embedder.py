@@ -22,9 +22,11 @@ import gzip
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: numpy costs every worker ~16 MB, knowledge bases or not
+    import numpy as np
+
 
 MODEL = "builtin/all-minilm-l6-v2"
 DIMENSIONS = 384
@@ -64,6 +66,8 @@ class MiniLM:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """One unit-length float32 row of 384 per text (texts of one batch)."""
+        import numpy as np
+
         encodings = self.tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)

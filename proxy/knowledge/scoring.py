@@ -12,8 +12,10 @@ chunks that pass it by keyword or by vector.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: numpy costs every worker ~16 MB, knowledge bases or not
+    import numpy as np
 
 from proxy.api.filters import Condition, Filter
 from proxy.knowledge.records import Metadata
@@ -27,15 +29,21 @@ def keyword_score(bm25: float) -> float:
 
 
 def to_blob(vector: Sequence[float]) -> bytes:
+    import numpy as np
+
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
 def from_blob(blob: bytes) -> np.ndarray:
+    import numpy as np
+
     return np.frombuffer(blob, dtype="<f4")
 
 
 def cosine(matrix: np.ndarray, row_norms: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Cosine of each row of `matrix` (whose norms are given) with `query`; a zero vector scores 0."""
+    import numpy as np
+
     norms = row_norms * float(np.linalg.norm(query))
     dots = matrix @ query
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)

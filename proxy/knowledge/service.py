@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
-
 from proxy.api.filters import Filter
 from proxy.config import Config, DeclaredKnowledgeBase
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError, bad_request
@@ -247,6 +245,8 @@ class KnowledgeService:
 
     async def _vector(self, kb: KnowledgeBase, query: str, flt: Filter | None, floor: float, depth: int,
                       param: str) -> list[tuple[str, float]]:
+        import numpy as np
+
         (embedded,) = await self.embed(kb, [query], f"{param}query" if param else "query")
         candidates = await self.store.candidates(kb.id)
         if not candidates.ids:

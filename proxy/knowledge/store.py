@@ -10,8 +10,10 @@ import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: numpy costs every worker ~16 MB, knowledge bases or not
+    import numpy as np
 
 from proxy.knowledge.records import Chunk, Datasource, KnowledgeBase, Metadata, Page
 
@@ -38,11 +40,15 @@ class Candidates:
         self.ids = ids
         self.metadata = metadata
         self.matrix = matrix
+        import numpy as np
+
         self.norms = np.linalg.norm(matrix, axis=1) if matrix.size else np.zeros(len(ids), dtype="<f4")
 
     @classmethod
     def of(cls, rows: list[tuple[str, bytes, bytes]], decode: Callable[[bytes], Metadata]) -> Candidates:
         """From (id, metadata JSON, float32 blob) rows; rows of another width (an older model) are left out."""
+        import numpy as np
+
         if not rows:
             return cls([], [], np.zeros((0, 0), dtype="<f4"))
         width = len(rows[0][2]) // 4
