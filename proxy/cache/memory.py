@@ -30,6 +30,15 @@ class BoundedMemoryCache(BaseCache):  # type: ignore[misc]
         self.bytes -= len(value)
 
     async def _get(self, key: str, encoding: str | None = None, _conn: Any = None) -> bytes | None:
+        return self.peek(key)
+
+    def lookup(self, key: str) -> bytes | None:
+        """`get` without aiocache's layers (key namespacing included): a memory lookup needs no
+        await, and the wrappers cost more than the lookup on every cache hit."""
+        return self.peek(self.build_key(key))
+
+    def peek(self, key: str) -> bytes | None:
+        """The value under an already namespaced key, None when absent or expired (then dropped)."""
         entry = self._entries.get(key)
         if entry is None:
             return None

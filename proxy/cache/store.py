@@ -52,6 +52,7 @@ def _backend(config: CacheConfig) -> Any:
 class ResponseCache:
     def __init__(self, config: CacheConfig) -> None:
         self.backend = _backend(config)
+        self.memory = self.backend if isinstance(self.backend, BoundedMemoryCache) else None
         self.paused_until = 0.0
         self.last_error: str | None = None
 
@@ -69,13 +70,16 @@ class ResponseCache:
 
     async def get(self, key: str) -> Entry | None:
         """The entry, None for a miss; raises nothing. `available` tells a miss from an outage."""
-        if not self.available:
+        if self.memory is not None:
+            raw = self.memory.lookup(key)
+        elif not self.available:
             return None
-        try:
-            raw = await self.backend.get(key)
-        except Exception as err:  # noqa: BLE001 — any backend failure is a miss, by design
-            self._failed(err)
-            return None
+        else:
+            try:
+                raw = await self.backend.get(key)
+            except Exception as err:  # noqa: BLE001 — any backend failure is a miss, by design
+                self._failed(err)
+                return None
         if raw is None:
             return None
         try:
