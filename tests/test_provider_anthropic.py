@@ -14,6 +14,7 @@ import openai
 import pytest
 from orq_ai_sdk import Orq
 
+from tests.completion_sse import chunks_and_error, parse_sse, texts
 from tests.conftest import KEY_A, UPSTREAM_KEY
 from tests.emulators.anthropic_server import AnthropicEmulator, Reply, anthropic_error
 from tests.emulators.openai_server import OpenAIEmulator
@@ -73,40 +74,17 @@ def post(client: httpx.Client, **body: Any) -> httpx.Response:
 
 
 def stream(client: httpx.Client, **body: Any) -> tuple[httpx.Response, list[dict], dict | None, bool]:
-    """The response, its chunks, the in-band error (if any) and whether [DONE] ended it."""
+    """The response, its chunks (each valid against the spec), the in-band error (if any) and
+    whether [DONE] ended it."""
     body.setdefault("model", f"ant/{M}")
     body.setdefault("prompt", PROMPT)
     with client.stream("POST", URL, json={**body, "stream": True}) as r:
         raw = r.read()
     if not r.headers.get("content-type", "").startswith("text/event-stream"):
         return r, [], None, False
-    chunks: list[dict] = []
-    error = None
-    done = False
-    for event in raw.decode().split("\n\n"):
-        if not event:
-            continue
-        assert event.startswith("data: ") and not done, event
-        data = event[len("data: "):]
-        if data == "[DONE]":
-            done = True
-            continue
-        payload = json.loads(data)
-        if "error" in payload:
-            assert error is None, "one in-band error event at most"
-            error = payload["error"]
-        else:
-            assert error is None, "nothing follows an in-band error"
-            chunks.append(payload)
+    payloads, done = parse_sse(raw)
+    chunks, error = chunks_and_error(payloads)
     return r, chunks, error, done
-
-
-def texts(chunks: list[dict]) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for chunk in chunks:
-        for choice in chunk["choices"]:
-            out[choice["index"]] = out.get(choice["index"], "") + choice["text"]
-    return out
 
 
 def sent(ant: AnthropicEmulator) -> list[dict]:

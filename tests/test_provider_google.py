@@ -21,6 +21,7 @@ from proxy.providers.google import wire
 from proxy.providers.google.connector import GoogleConnector
 from proxy.providers.google.stream import DeltaDecoder
 from proxy.providers.google.translate import result_of
+from tests.completion_sse import chunks_and_error, parse_sse, texts
 from tests.conftest import KEY_A, proxy_config
 from tests.emulators.base import pieces
 from tests.emulators.google_server import GoogleEmulator, Reply, google_error, responses
@@ -70,42 +71,17 @@ def post(client: httpx.Client, **body: object) -> httpx.Response:
 
 
 def stream(client: httpx.Client, **body: object) -> tuple[httpx.Response, list[dict], dict | None, bool]:
-    """A streamed request: the response, its chunks, the in-band error (if any), and whether it
-    ended with [DONE]."""
+    """A streamed request: the response, its chunks (each valid against the spec), the in-band
+    error (if any), and whether it ended with [DONE]."""
     body.setdefault("model", f"gem/{FLASH}")
     body.setdefault("prompt", "say hi")
     with client.stream("POST", URL, json={**body, "stream": True}) as response:
-        raw = response.read().decode()
+        raw = response.read()
     if not response.headers["content-type"].startswith("text/event-stream"):
         return response, [], response.json()["error"], False
-    chunks: list[dict] = []
-    error = None
-    done = False
-    for block in raw.split("\n\n"):
-        if not block:
-            continue
-        assert block.startswith("data: "), block
-        payload = block[len("data: "):]
-        assert not done, "nothing after [DONE]"
-        if payload == "[DONE]":
-            done = True
-            continue
-        event = json.loads(payload)
-        if "error" in event:
-            assert error is None, "one error event at most"
-            error = event["error"]
-        else:
-            assert error is None, "nothing after an error event"
-            chunks.append(event)
+    payloads, done = parse_sse(raw)
+    chunks, error = chunks_and_error(payloads)
     return response, chunks, error, done
-
-
-def texts(chunks: list[dict]) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for chunk in chunks:
-        for choice in chunk["choices"]:
-            out[choice["index"]] = out.get(choice["index"], "") + choice["text"]
-    return out
 
 
 def finishes(chunks: list[dict]) -> dict[int, str]:
