@@ -37,11 +37,11 @@ class Candidates:
     row norms (computed once per load, not per search)."""
 
     def __init__(self, ids: list[str], metadata: list[Metadata], matrix: np.ndarray) -> None:
+        import numpy as np
+
         self.ids = ids
         self.metadata = metadata
         self.matrix = matrix
-        import numpy as np
-
         self.norms = np.linalg.norm(matrix, axis=1) if matrix.size else np.zeros(len(ids), dtype="<f4")
 
     @classmethod

@@ -42,6 +42,10 @@ MAX_ACCEPTED = 1024
 _UNAUTHORIZED = "Missing or invalid API key: send `Authorization: Bearer <key>`"
 
 
+def _unauthorized() -> ProxyError:
+    return ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
+
+
 class KeyRing:
     def __init__(self, keys: list[KeyConfig]) -> None:
         self.keys = [_api_key(k) for k in keys]
@@ -53,7 +57,7 @@ class KeyRing:
 
     def authenticate(self, authorization: str | None) -> ApiKey:
         if not authorization:
-            raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
+            raise _unauthorized()
         known = self._accepted.get(authorization)
         if known is not None:
             return known
@@ -64,18 +68,17 @@ class KeyRing:
 
     def _lookup(self, authorization: str) -> ApiKey:
         if not authorization[:7].lower() == "bearer ":
-            raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
+            raise _unauthorized()
         try:
             digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
         except UnicodeEncodeError:  # bytes that were not UTF-8 (aiohttp keeps them as surrogates): no key of ours
-            raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication,
-                             code=ErrorCode.invalid_api_key) from None
+            raise _unauthorized() from None
         found: ApiKey | None = None
         for key in self.keys:  # no early exit: every key is compared every time
             if hmac.compare_digest(digest, key.digest):
                 found = key
         if found is None:
-            raise ProxyError(401, _UNAUTHORIZED, type=ErrorType.authentication, code=ErrorCode.invalid_api_key)
+            raise _unauthorized()
         return found
 
 

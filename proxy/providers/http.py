@@ -140,7 +140,7 @@ class HTTPConnector(Connector):
         finally:
             response.close()
 
-    def read_loop(self, response: aiohttp.ClientResponse, decoder: ByteDecoder[Batch_co],
+    def read_loop(self, response: aiohttp.ClientResponse, decoder: StreamDecoder[Batch_co],
                   target: Target, end: str = "[DONE]") -> ReadLoop[Batch_co]:
         """The stream's batches off `response` (ReadLoop), once it is an event stream at all.
         `end` names the event that ends the stream, for the error when it never comes."""
@@ -162,8 +162,9 @@ class HTTPConnector(Connector):
 STREAM_FAILURES = (EventTooLarge, aiohttp.ClientError, OSError)
 
 
-class ByteDecoder(Protocol[Batch_co]):
-    """A stream decoder fed raw upstream reads (SSE framing included)."""
+class StreamDecoder(Protocol[Batch_co]):
+    """A stream decoder: fed bytes (raw upstream reads, SSE framing included, for ReadLoop; or
+    one SSE event's data at a time, behind SSEBytes), it makes batches to take."""
 
     @property
     def content_seen(self) -> bool: ...  # a batch may go out: before it, a failure can still fall back
@@ -179,29 +180,13 @@ class ByteDecoder(Protocol[Batch_co]):
     def take(self) -> Batch_co: ...
 
 
-class EventDecoder(Protocol[Batch_co]):
-    """A stream decoder fed the `data` of one SSE event at a time (Anthropic's named events)."""
-
-    @property
-    def content_seen(self) -> bool: ...
-
-    @property
-    def finished(self) -> bool: ...
-
-    @property
-    def output(self) -> Sized: ...
-
-    def feed(self, data: bytes) -> None: ...
-
-    def take(self) -> Batch_co: ...
-
-
 class SSEBytes(Generic[Batch_co]):
-    """An EventDecoder as a ByteDecoder: the SSE framing parsed here, each event's data fed on."""
+    """A decoder fed one event's data at a time, fed raw reads instead: the SSE framing is
+    parsed here, and each event's data passed on."""
 
     __slots__ = ("decoder", "parser")
 
-    def __init__(self, decoder: EventDecoder[Batch_co], limit: int) -> None:
+    def __init__(self, decoder: StreamDecoder[Batch_co], limit: int) -> None:
         self.decoder = decoder
         self.parser = SSEParser(limit)
 
@@ -232,12 +217,12 @@ class ReadLoop(Generic[Batch_co]):
 
     A class rather than an async generator over aiohttp's iterator: every frame on the await
     chain is resumed again at each upstream read, and this is one frame where those were two
-    (README, "Benchmarks"). `finished` lets the relay send the last batch with the stream's end.
+    (docs/architecture.md, "What a request costs"). `finished` lets the relay send the last batch with the stream's end.
     """
 
     __slots__ = ("_connector", "_error", "_read", "decoder", "end", "target")
 
-    def __init__(self, connector: HTTPConnector, response: aiohttp.ClientResponse, decoder: ByteDecoder[Batch_co],
+    def __init__(self, connector: HTTPConnector, response: aiohttp.ClientResponse, decoder: StreamDecoder[Batch_co],
                  target: Target, end: str = "[DONE]") -> None:
         self._connector = connector
         self.end = end

@@ -7,7 +7,6 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from functools import partial
-from random import getrandbits
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,6 +23,7 @@ from proxy.pipeline.routing import resolve_route
 from proxy.providers.llamacpp.process import managed_servers
 from proxy.server import drain, sse
 from proxy.server.models import model_list
+from proxy.server.request_ids import new_request_id
 from proxy.server.request_log import log_request
 from proxy.server.state import SERVER
 
@@ -37,9 +37,7 @@ def request_id(request: web.Request) -> str:
     incoming = request.headers.get("X-Request-ID")
     if incoming and _REQUEST_ID.match(incoming):
         return incoming
-    # 128 random bits without a syscall per request (os.urandom is one); `random` is reseeded
-    # in every forked worker, so workers never share a sequence.
-    return f"{getrandbits(128):032x}"
+    return new_request_id()
 
 
 def error_response(err: ProxyError, rid: str) -> web.Response:
@@ -84,8 +82,6 @@ def _result_headers(call: Call) -> dict[str, str]:
         headers["x-switchyard-cache"] = call.cache_status
     headers.update(call.log.get(LIMIT_HEADERS, ()))  # a limited key's x-ratelimit-* on every answer
     return headers
-
-
 
 
 async def models(request: web.Request) -> web.Response:

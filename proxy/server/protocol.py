@@ -12,7 +12,6 @@ take (aiohttp's keep-alive timer only bounds idle connections) and refuses conne
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from aiohttp.web_urldispatcher import PlainResource, UrlMappingMatchInfo
 
 from proxy.config import ServerConfig
 from proxy.core.errors import ErrorCode, ErrorType, ProxyError
+from proxy.server.request_ids import new_request_id
 
 # aiohttp's limits, chosen so the error tells a long request line (414) from a long header (431).
 MAX_LINE_BYTES = 8190  # the request line
@@ -76,7 +76,7 @@ class ProtocolHandler(RequestHandler):
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         status, reason = classify(exc, status)
-        rid = os.urandom(16).hex()
+        rid = new_request_id()
         self._sy.log_protocol_error(status, reason, exc, request.remote, rid)
         if request.writer.output_size > 0:  # a response already started: only closing is left
             raise ConnectionError("response already started")
@@ -111,7 +111,7 @@ class ProtocolHandler(RequestHandler):
         if self.transport is None or not (self._waiter is not None and not self._waiter.done()):
             return
         timeout = self._sy.limits.header_timeout_seconds
-        rid = os.urandom(16).hex()
+        rid = new_request_id()
         self._sy.log_protocol_error(408, f"request head not complete within {timeout:g} s", None,
                                     self._peer(), rid)
         err = ProxyError(408, f"The request head did not arrive within {timeout:g} s", type=ErrorType.timeout,
@@ -164,7 +164,7 @@ class ProtocolServer(web_server.Server):
         err = ProxyError(503, f"Too many open connections (server.max_connections = {self.max_connections})",
                          type=ErrorType.upstream, code=ErrorCode.server_overloaded)
         stream = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
-        stream.write(_raw_response(err, os.urandom(16).hex()))
+        stream.write(_raw_response(err, new_request_id()))
         stream.close()
         self._refused += 1
         now = time.monotonic()

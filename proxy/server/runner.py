@@ -157,10 +157,10 @@ def run_worker(config: Config, *, reuse_port: bool = False,
     return 0
 
 
-# The collector's young generation is collected every GEN0 container allocations instead of
+# The collector's young generation is collected every 10,000 container allocations instead of
 # CPython's 700: a request allocates a few hundred (frames, futures, dicts, structs), so the
 # default ran a collection every few requests and cost a fifth of the proxy's CPU; with this,
-# disabling the collector altogether measured no faster (README, "Benchmarks"). Older
+# disabling the collector altogether measured no faster (README, "Performance"). Older
 # generations stay rarer still, since a large in-memory cache would make each of them long.
 GC_THRESHOLDS = (10_000, 50, 100)
 

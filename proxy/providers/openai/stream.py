@@ -151,8 +151,7 @@ class StreamTranslator:
         # OpenAI sends the usage in a last chunk with no choices; it is folded into the chunk that
         # finished, so the final chunk carries both the real finish_reason and the usage.
         self.held: Completion | None = None
-        self.head: bytes | None = None  # the stream's chunk_head, sought in its first chunks
-        self.head_sought = False
+        self.head: bytes | None = None  # the stream's chunk_head once sought (b"" when it has none)
 
     def take(self) -> bytes:
         out = bytes(self.output)
@@ -173,9 +172,9 @@ class StreamTranslator:
                 return
             cut = region.find(b"\n\n", last)
             generating = region if cut == -1 else region[:cut]
-            if not self.head_sought:
-                self.head, self.head_sought = chunk_head(generating), True
-            bulk = rewrite_in_progress(generating, self.head or _NO_HEAD)
+            if self.head is None:
+                self.head = chunk_head(generating) or _NO_HEAD
+            bulk = rewrite_in_progress(generating, self.head)
             if bulk is None:
                 self._events(self.parser.events(region))
                 return
