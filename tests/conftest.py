@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +18,21 @@ UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 KEY_A = "sk-team-a-0123456789"  # every model
 KEY_B = "sk-team-b-0123456789"  # only emu/allowed-*
 KEY_C = "sk-team-c-0123456789"  # configured by its sha256 only
+
+
+def shared_redis(db: int, timeout: float = 1.0) -> Any:
+    """A client of the machine's shared Redis (127.0.0.1:6379); skipped when it is not running,
+    failed under CI=true, where it must be. Tests write only keys of their own there."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db, socket_connect_timeout=0.5, socket_timeout=timeout)
+    try:
+        client.ping()
+    except redis.RedisError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis not running at 127.0.0.1:6379 (required when CI=true)")
+        pytest.skip("Redis not running at 127.0.0.1:6379")
+    return client
 
 
 def proxy_config(emulator: OpenAIEmulator, extra: str = "") -> str:

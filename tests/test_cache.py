@@ -10,7 +10,6 @@ is in Redis before it asks again, so it checks what is stored rather than a race
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import KEY_A, KEY_C, start_proxy
+from tests.conftest import KEY_A, KEY_C, shared_redis, start_proxy
 from tests.emulators.openai_server import OpenAIEmulator, Reply
 from tests.proxy_process import ProxyProcess
 
@@ -63,22 +62,9 @@ def stream_text(events: list[str]) -> str:
 
 # -- backends ---------------------------------------------------------------------------------------------
 
-def redis_client():
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=15, socket_connect_timeout=0.5, socket_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis not running at 127.0.0.1:6379 (required when CI=true)")
-        pytest.skip("Redis not running at 127.0.0.1:6379")
-    return client
-
-
 @pytest.fixture(scope="module")
 def redis_db() -> Iterator[object]:
-    client = redis_client()
+    client = shared_redis(db=15)
     yield client
     delete_ours(client)
     client.close()

@@ -4,30 +4,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
-import redis
 
 from proxy.config import BreakerConfig, BreakerRedis
 from proxy.health.circuit import LocalCircuits, State
 from proxy.health.shared import SharedCircuits
+from tests.conftest import shared_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _redis_or_skip() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, socket_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis not running at 127.0.0.1:6379 (required when CI=true)")
-        pytest.skip("Redis not running at 127.0.0.1:6379")
-    return client
 
 
 Store = LocalCircuits | SharedCircuits
@@ -36,7 +24,7 @@ Store = LocalCircuits | SharedCircuits
 @pytest.fixture(params=["local", "redis"])
 def make(request: pytest.FixtureRequest) -> Iterator[Callable[[BreakerConfig], Store]]:
     namespace = f"sy-test-{uuid.uuid4().hex[:12]}"
-    sync = _redis_or_skip() if request.param == "redis" else None
+    sync = shared_redis(db=0) if request.param == "redis" else None
 
     def build(policy: BreakerConfig) -> Store:
         if sync is None:

@@ -5,7 +5,6 @@ before each test (every counter lives in Redis), and deletes only its own keys."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import shared_redis
 from tests.emulators.openai_server import OpenAIEmulator, Reply
 from tests.proxy_process import ProxyProcess, free_port
 from tests.test_ops_metrics import gauge, moved, scrape
@@ -40,15 +40,7 @@ LIMITS = """
 
 @pytest.fixture(scope="module")
 def redis_client() -> Iterator[object]:
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=0.5, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis not running at 127.0.0.1:6379 (required when CI=true)")
-        pytest.skip("Redis not running at 127.0.0.1:6379")
+    client = shared_redis(db=0, timeout=2)
     yield client
     client.close()
 
@@ -126,6 +118,17 @@ def error(response: httpx.Response) -> dict:
 def log_events(proxy: ProxyProcess) -> list[dict]:
     events = [json.loads(line) for line in proxy.log().splitlines() if line.startswith("{")]
     return [e for e in events if e.get("event") == "request"]
+
+
+def request_events(proxies: list[ProxyProcess], ids: set[str], timeout: float = 3.0) -> list[dict]:
+    """The request log events of `ids`, waiting for them: the proxy writes its log in batches
+    up to 0.1 s apart, so an event may not be in the file yet when its answer is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for p in proxies for e in log_events(p) if e["request_id"] in ids]
+        if len(found) >= len(ids) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 # -- two instances, one limit ------------------------------------------------------------------------------
@@ -336,7 +339,7 @@ def test_budgets_stop_a_key_at_its_spend(proxies: list[ProxyProcess]) -> None:
     refused = post(a, "tokens")
     assert error(refused)["param"] == "tokens_per_month"
     assert int(refused.headers["retry-after"]) <= 31 * 86_400
-    costs = [e.get("cost") for p in (a, b) for e in log_events(p) if e["request_id"] in ids]
+    costs = [e.get("cost") for e in request_events([a, b], ids)]
     assert sorted(costs) == [1.9, 1.9, 1.9]
     samples = scrape(b)
     remaining = {dict(labels)["budget"]: v for (n, labels), v in samples.items()
