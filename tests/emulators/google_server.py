@@ -35,6 +35,7 @@ from tests.emulators.base import (
     sse,
     tokens,
 )
+from tests.emulators.schema_instance import schema_instance
 
 __all__ = ["GoogleEmulator", "Reply", "google_error"]
 
@@ -295,26 +296,6 @@ def _signature(text: str) -> str:
     return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
-def _instance(schema: Any, text: str) -> Any:
-    """A value that satisfies a simple schema (JSON Schema or Gemini's OpenAPI subset)."""
-    if not isinstance(schema, dict):
-        return text
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if schema.get(key):
-            return _instance(schema[key][0], text)
-    kind = schema.get("type", "object" if "properties" in schema else "string")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    kind = str(kind).lower()  # Gemini's Schema spells types in capitals
-    if kind == "object":
-        return {k: _instance(v, text) for k, v in (schema.get("properties") or {}).items()}
-    if kind == "array":
-        return [_instance(schema["items"], text)] if "items" in schema else []
-    return {"integer": 1, "number": 1, "boolean": True, "null": None}.get(kind, text)
-
-
 def _last_user_text(body: dict) -> str:
     users = [c for c in body["contents"] if _norm(c).get("role", "user") == "user" and _text(c)]
     return _text(users[-1]) if users else ""
@@ -347,7 +328,7 @@ def function_calls(reply: Reply, body: dict) -> list[dict]:
     allowed = cfg.get("allowedFunctionNames") or [d["name"] for d in decls]
     decl = next(d for d in decls if d["name"] == allowed[0])
     schema = decl.get("parametersJsonSchema", decl.get("parameters")) or {"type": "object"}
-    return [{"name": decl["name"], "args": _instance(schema, _last_user_text(body))}]
+    return [{"name": decl["name"], "args": schema_instance(schema, _last_user_text(body))}]
 
 
 def _derived_text(body: dict, cfg: dict, i: int) -> str:
@@ -357,7 +338,7 @@ def _derived_text(body: dict, cfg: dict, i: int) -> str:
     if cfg.get("responseMimeType") != "application/json":
         return text
     schema = cfg.get("responseJsonSchema", cfg.get("responseSchema"))
-    return json.dumps(_instance(schema, text) if schema is not None else {"echo": text}, ensure_ascii=False)
+    return json.dumps(schema_instance(schema, text) if schema is not None else {"echo": text}, ensure_ascii=False)
 
 
 def _candidates(reply: Reply, body: dict, model: str) -> tuple[list[list[dict]], list[str], int, int]:

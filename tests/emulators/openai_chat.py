@@ -43,6 +43,7 @@ from typing import Any
 from tests.emulators.base import dumps, generate, pieces, tokens
 from tests.emulators.openai_chat_check import is_reasoning_model
 from tests.emulators.openai_wire import DEFAULT_TEXT, Reply, openai_error
+from tests.emulators.schema_instance import schema_instance
 
 __all__ = ["EFFORT_TOKENS", "Answer", "answer", "completion", "sse_events", "user_text"]
 
@@ -77,28 +78,6 @@ def user_text(messages: list[dict]) -> str:
     return text_of(users[-1].get("content")) if users else ""
 
 
-def _instance(schema: Any, text: str) -> Any:
-    """A value that satisfies a (simple) JSON schema, built deterministically."""
-    if not isinstance(schema, dict):
-        return text
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if schema.get(key):
-            return _instance(schema[key][0], text)
-    kind = schema.get("type", "object" if "properties" in schema else "string")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object":
-        props = schema.get("properties") or {}
-        return {k: _instance(v, text) for k, v in props.items()}
-    if kind == "array":
-        return [_instance(schema["items"], text)] if "items" in schema else []
-    return {"integer": 1, "number": 1, "boolean": True, "null": None}.get(kind, text)
-
-
 def _plain_text(messages: list[dict]) -> str:
     """Tool results when the conversation ends in tool messages, else the echo."""
     names = {}
@@ -124,7 +103,7 @@ def _derived_text(body: dict) -> str:
         return json.dumps({"echo": text}, ensure_ascii=False)
     if rf.get("type") == "json_schema":
         schema = rf["json_schema"].get("schema") or {"type": "object"}
-        return json.dumps(_instance(schema, text), ensure_ascii=False)
+        return json.dumps(schema_instance(schema, text), ensure_ascii=False)
     return text
 
 
@@ -154,7 +133,7 @@ def _tool_calls(reply: Reply, body: dict) -> list[dict]:
         if forced is None:
             return []
         params = forced.get("parameters") or {"type": "object"}
-        args = _instance(params, user_text(body["messages"]))
+        args = schema_instance(params, user_text(body["messages"]))
         calls = [_call(0, forced["name"], args, None)]
     return calls[:1] if body.get("parallel_tool_calls") is False else calls
 
