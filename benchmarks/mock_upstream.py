@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 from collections import deque
 from typing import cast
@@ -31,6 +30,7 @@ import httptools
 import uvloop
 
 from .mock_formats import FORMATS, Answer, BadRequest, Defaults, Format
+from .procs import serve_forked
 
 _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
@@ -207,25 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--processes", type=int, default=1, help="processes sharing the port with SO_REUSEPORT")
     args = ap.parse_args(argv)
     defaults = Defaults(args.events, args.write == "each" or args.delay_ms > 0, args.delay_ms / 1000)
-    children = []
-    for _ in range(max(1, args.processes) - 1):
-        pid = os.fork()  # before any event loop exists, so nothing is shared but the code
-        if pid == 0:
-            try:
-                uvloop.run(serve(args.host, args.port, defaults))
-            finally:
-                os._exit(0)
-        children.append(pid)
-    try:
-        uvloop.run(serve(args.host, args.port, defaults))
-    finally:
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-
+    serve_forked(args.processes, lambda: uvloop.run(serve(args.host, args.port, defaults)))
 
 if __name__ == "__main__":
     main()

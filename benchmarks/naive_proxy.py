@@ -8,13 +8,13 @@ sharing the port with SO_REUSEPORT, the reference for Switchyard's ``--workers N
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
 import uvloop
 from aiohttp import web
+
+from .procs import serve_forked
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
@@ -58,25 +58,7 @@ def main() -> None:
     ap.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9000/v1")
     ap.add_argument("--processes", type=int, default=1, help="processes sharing the port with SO_REUSEPORT")
     args = ap.parse_args()
-    children = []
-    for _ in range(max(1, args.processes) - 1):
-        pid = os.fork()  # before any event loop exists
-        if pid == 0:
-            try:
-                _run(args)
-            finally:
-                os._exit(0)
-        children.append(pid)
-    try:
-        _run(args)
-    finally:
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-
+    serve_forked(args.processes, lambda: _run(args))
 
 def _run(args: argparse.Namespace) -> None:
     web.run_app(

@@ -12,9 +12,33 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def serve_forked(processes: int, serve: Callable[[], None]) -> None:
+    """Run `serve` in `processes` processes sharing one port (SO_REUSEPORT): the others forked
+    before any event loop exists, so nothing is shared but the code; stopped with this one."""
+    children = []
+    for _ in range(max(1, processes) - 1):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                serve()
+            finally:
+                os._exit(0)
+        children.append(pid)
+    try:
+        serve()
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
 
 class ServiceError(RuntimeError):
