@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import KEY_A, start_proxy
+from tests.conftest import KEY_A, shared_redis, start_proxy
 from tests.emulators.openai_server import OpenAIEmulator, Reply
 from tests.proxy_process import ProxyProcess
-from tests.test_circuit_store import REDIS_URL, _redis_or_skip
+from tests.test_circuit_store import REDIS_URL
 
 URL = "/v2/router/completions"
 COOLDOWN = 1.0
@@ -200,7 +200,7 @@ def test_metrics_show_state_and_transitions(guarded, client, upstream):
 
 @pytest.fixture()
 def namespace() -> Iterator[str]:
-    sync = _redis_or_skip()
+    sync = shared_redis(db=0)
     name = f"sy-test-{uuid.uuid4().hex[:12]}"
     yield name
     keys = list(sync.scan_iter(f"{name}:*"))

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.completion_sse import chunks_and_error, parse_sse
 from tests.conftest import KEY_A, UPSTREAM_KEY, start_proxy
 from tests.emulators.openai_server import OpenAIEmulator, Reply
-from tests.test_streaming import chunks_and_error, parse_sse
 
 URL = "/v2/router/completions"
 
