@@ -183,6 +183,10 @@ BAD_REQUESTS: list[tuple[str, Any, str | None, str]] = [
     # -- required fields
     ("missing-model", {"prompt": "hi"}, "model", BODY),
     ("missing-prompt", {"model": "emu/m"}, "prompt", BODY),
+    # -- OpenAI's stream_options, accepted on completions, still has its shape
+    ("stream_options-not-object", req(stream=True, stream_options=5), "stream_options", BODY),
+    ("stream_options.include_usage-not-bool", req(stream=True, stream_options={"include_usage": "yes"}),
+     "stream_options.include_usage", BODY),
     # -- model names (a 400 naming the field, code model_not_found)
     ("model-unknown-provider", req(model="nope/x"), "model", NOT_FOUND_MODEL),
     ("model-without-slash", req(model="gpt-4o"), "model", NOT_FOUND_MODEL),
