@@ -1,0 +1,133 @@
+"""Instructions per request: the naive proxy and Switchyard run under valgrind's callgrind, and
+each is sent the same requests one after another on one keep-alive connection.
+
+    python -m benchmarks.instructions [--requests 1000] [--warmup 200] [--only plain --only stream]
+
+CPU time per request moves by up to ~15% between runs on a shared 2-core machine, which hides
+any change smaller than that. Callgrind counts the user-space instructions a process executes,
+which do not depend on what else the machine is doing: the same code and requests give the same
+count to about 0.1%. It does not see the kernel (syscalls, loopback TCP) nor cache misses, so it
+complements the CPU-time rows of `python -m benchmarks`, it does not replace them: use it to tell
+whether a change to the proxy's own code made it cheaper, and by how much.
+
+For each target: start it under callgrind, send `--warmup` requests of a kind, zero the counters
+(`callgrind_control --zero`), send `--requests` more, dump (`--dump`), and divide. The mock
+upstream runs normally. Needs valgrind (Debian's `valgrind` package); the run takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .procs import Service, free_port
+from .runner import API_KEY, ROOT, SWITCHYARD_CMD, switchyard_config
+from .scenarios import body
+
+KINDS = {"plain": "plain", "stream": "stream", "stream_each": "stream_each"}  # kind -> scenarios.body variant
+READY_SECONDS = 180.0  # starting Python under callgrind takes ~20 s here
+
+
+def send(port: int, payload: bytes, count: int) -> None:
+    """`count` requests on one keep-alive connection, each read to its end; any non-200 is fatal."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    try:
+        for _ in range(count):
+            conn.request("POST", "/v2/router/completions", body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.status != 200:
+                raise SystemExit(f"status {response.status}: {data[:300]!r}")
+    finally:
+        conn.close()
+
+
+def callgrind(command: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", command, str(pid)], check=True, capture_output=True, timeout=60)
+
+
+def instructions(dump: Path) -> int:
+    """The `summary:` line of a callgrind dump: every instruction executed since the last zero."""
+    for line in dump.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no summary line in {dump}")
+
+
+def measure(name: str, argv: list[str], port: int, tmp: Path, kinds: list[str], args: argparse.Namespace,
+            path: str) -> dict[str, float]:
+    out = tmp / f"{name}.callgrind"
+    service = Service(name, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+                             *argv], f"http://127.0.0.1:{port}/healthz", tmp / f"{name}.log", ROOT)
+    per_request: dict[str, float] = {}
+    try:
+        service.start()
+        service.wait_ready(READY_SECONDS)
+        for kind in kinds:
+            target = "naive" if name == "naive" else "switchyard"
+            payload = json.dumps(body(KINDS[kind], target, path)).encode()
+            send(port, payload, args.warmup)
+            callgrind("--zero", service.pid)
+            started = time.monotonic()
+            send(port, payload, args.requests)
+            callgrind(f"--dump={kind}", service.pid)
+            dumps = sorted(tmp.glob(f"{name}.callgrind.*"), key=lambda p: p.stat().st_mtime)
+            per_request[kind] = instructions(dumps[-1]) / args.requests
+            print(f"{name} {kind}: {per_request[kind]:,.0f} instructions/request "
+                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    finally:
+        service.stop()
+    return per_request
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=1000, help="requests counted per kind")
+    ap.add_argument("--warmup", type=int, default=200, help="requests sent before counting, per kind")
+    ap.add_argument("--only", action="append", choices=sorted(KINDS), help="request kinds (default: all)")
+    ap.add_argument("--target", action="append", choices=["naive", "switchyard"],
+                    help="targets to measure (default: both, and their ratio)")
+    args = ap.parse_args()
+    missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"needs {', '.join(missing)} (Debian: apt-get install valgrind)")
+    kinds = args.only or list(KINDS)
+    with tempfile.TemporaryDirectory(prefix="sy-instr-") as name:
+        tmp = Path(name)
+        mock_port, naive_port, sy_port = free_port(), free_port(), free_port()
+        mock = Service("mock", [sys.executable, "-m", "benchmarks.mock_upstream", "--port", str(mock_port),
+                                "--processes", "1"], f"http://127.0.0.1:{mock_port}/healthz", tmp / "mock.log", ROOT)
+        config = tmp / "switchyard.yaml"
+        config.write_text(switchyard_config(sy_port, mock_port, 1))
+        try:
+            mock.start()
+            mock.wait_ready(15)
+            targets = args.target or ["naive", "switchyard"]
+            naive: dict[str, float] = {}
+            ours: dict[str, float] = {}
+            if "naive" in targets:
+                naive = measure("naive", [sys.executable, "-m", "benchmarks.naive_proxy", "--port", str(naive_port),
+                                      "--upstream", f"http://127.0.0.1:{mock_port}/v1"],
+                                naive_port, tmp, kinds, args, "openai")
+            if "switchyard" in targets:
+                ours = measure("switchyard", [*SWITCHYARD_CMD, str(config)], sy_port, tmp, kinds, args, "openai")
+        finally:
+            mock.stop()
+    print("| Request kind | naive, instructions/request | Switchyard | ratio |")
+    print("|---|---|---|---|")
+    for kind in kinds:
+        cells = [f"{row[kind]:,.0f}" if kind in row else "—" for row in (naive, ours)]
+        ratio = f"{ours[kind] / naive[kind]:.2f}×" if kind in naive and kind in ours else "—"
+        print(f"| {kind} | {cells[0]} | {cells[1]} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
