@@ -29,6 +29,15 @@ SSE_HEADERS = {
 DONE = b"data: [DONE]\n\n"
 
 
+class EventStreamResponse(web.StreamResponse):
+    """A StreamResponse whose head goes out with its first body write, in one send, rather than
+    alone from `prepare()`: the relay prepares only once the first content is in hand, so
+    nothing waits for it, and a stream whose upstream answered in one read leaves in one write.
+    (aiohttp's own `Response` buffers its head the same way; versions before 3.12 ignore this.)"""
+
+    _send_headers_immediately = False
+
+
 class Frames(Protocol):
     """SSE frames ready to write, one batch at a time. `ended`: the batch just handed out was
     the last (the relay then sends it with the stream's end, in one write)."""
@@ -137,7 +146,7 @@ async def relay(request: web.Request, call: Call, outcome: Result | UpstreamStre
                 headers: dict[str, str]) -> web.StreamResponse:
     """The answer relayed; `call.log["client_gone"]` says the client closed before its end."""
     frames = frames_of(outcome, call.surface, call.request)
-    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    response = EventStreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     last = b""  # the final batch, held to go out with the end
     tail = b""  # what goes with the chunked terminator: no [DONE] after a failure
     try:
