@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="requests counted per kind")
     ap.add_argument("--warmup", type=int, default=200, help="requests sent before counting, per kind")
     ap.add_argument("--only", action="append", choices=sorted(KINDS), help="request kinds (default: all)")
+    ap.add_argument("--keep", type=Path, help="directory to keep the callgrind dumps in, for callgrind_annotate")
     ap.add_argument("--target", action="append", choices=["naive", "switchyard"],
                     help="targets to measure (default: both, and their ratio)")
     args = ap.parse_args()
@@ -102,6 +103,9 @@ def main() -> None:
     kinds = args.only or list(KINDS)
     with tempfile.TemporaryDirectory(prefix="sy-instr-") as name:
         tmp = Path(name)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = args.keep
         mock_port, naive_port, sy_port = free_port(), free_port(), free_port()
         mock = Service("mock", [sys.executable, "-m", "benchmarks.mock_upstream", "--port", str(mock_port),
                                 "--processes", "1"], f"http://127.0.0.1:{mock_port}/healthz", tmp / "mock.log", ROOT)

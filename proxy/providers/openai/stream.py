@@ -28,6 +28,9 @@ from proxy.providers.openai.translate import deltas_of, error_in_body, finish_re
 
 PASSTHROUGH = "openai.completions"  # the wire format the pass-through frames are in
 
+# `sub in data` on bytes first tries `sub` as an integer and builds a TypeError before searching
+# (CPython 3.11's bytes_contains); `data.find(sub)` searches straight away. This module runs on
+# every read of every stream, so it uses find.
 _NULL_REASON = b'"finish_reason":null'
 _IN_PROGRESS = b'"finish_reason":"stop"'  # the spec's enum has no "not yet" (DESIGN.md)
 _NOT_IN_SPEC = (b',"usage":null', b',"system_fingerprint":null')
@@ -60,7 +63,7 @@ def _well_formed(data: bytes, events: int) -> bool:
 
 def _fast(event: bytes) -> bytes | None:
     """An in-progress chunk rewritten in place, or None when the event must be parsed."""
-    if _NULL_REASON not in event or event.count(b'"finish_reason"') != 1 or b'"error"' in event:
+    if event.find(_NULL_REASON) == -1 or event.count(b'"finish_reason"') != 1 or event.find(b'"error"') != -1:
         return None
     if not _well_formed(event, 1):
         return None
@@ -75,7 +78,7 @@ def chunk_head(region: bytes) -> bytes | None:
     if end == -1 or not region.startswith(b"data: {"):
         return None
     head = region[:end]
-    return head if all(field in head for field in _REQUIRED) else None
+    return head if all(head.find(field) != -1 for field in _REQUIRED) else None
 
 
 def rewrite_in_progress(region: bytes, head: bytes | None = None) -> bytes | None:
@@ -102,7 +105,7 @@ def rewrite_in_progress(region: bytes, head: bytes | None = None) -> bytes | Non
         except UnicodeDecodeError:
             return None
         # A fingerprint with a value in the head is in no event null: no need to look for one.
-        fingerprint = b'"system_fingerprint":' in head and _NOT_IN_SPEC[1] not in head
+        fingerprint = head.find(b'"system_fingerprint":') != -1 and head.find(_NOT_IN_SPEC[1]) == -1
         fields = _NOT_IN_SPEC[:1] if fingerprint else _NOT_IN_SPEC
     else:
         separators = region.count(b"\n\ndata: {")
@@ -114,7 +117,7 @@ def rewrite_in_progress(region: bytes, head: bytes | None = None) -> bytes | Non
     if len(rewritten) - len(region) != (separators + 1) * _GROWTH:
         return None
     for field in fields:
-        if field in rewritten:
+        if rewritten.find(field) != -1:
             rewritten = rewritten.replace(field, b"")
     return rewritten
 
@@ -185,7 +188,7 @@ class StreamTranslator:
     def _bulk(self, region: bytes, rewritten: bytes) -> None:
         self.output += rewritten
         self.output += b"\n\n"
-        if not self.content_seen and (b'"text":""' not in region or
+        if not self.content_seen and (region.find(b'"text":""') == -1 or
                                       region.count(b'"text":""') <= region.count(b"\n\n")):
             self.content_seen = True
 
@@ -201,7 +204,7 @@ class StreamTranslator:
             if fast is not None:
                 self._flush_held()
                 self.output += fast
-                if not self.content_seen and b'"text":""' not in event:
+                if not self.content_seen and event.find(b'"text":""') == -1:
                     self.content_seen = True
                 continue
             self._parsed(event)
