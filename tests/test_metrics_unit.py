@@ -754,11 +754,18 @@ def test_clear_multiproc_dir_and_mark_dead_noop(tmp_path):
 
 
 def test_fast_updates_expose_what_the_public_methods_do():
-    """proxy.observability.fast_updates skips prometheus_client's per-call checks: the exposition
-    must be byte for byte what inc() and observe() give, bucket edges included."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    """proxy.observability.fast_updates skips prometheus_client's per-call checks (and, in a
+    single process, its mutex): the exposition must be byte for byte what inc(), observe() and
+    set() give, bucket edges included."""
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
 
-    from proxy.observability.fast_updates import adder, observer
+    from proxy.observability.fast_updates import adder, observer, setter
 
     buckets = (0.001, 0.01, 0.1, 1.0)
     amounts = [0.0, 0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 1.0, 1.5, 1e9, 3.0]
@@ -767,10 +774,13 @@ def test_fast_updates_expose_what_the_public_methods_do():
         reg = CollectorRegistry()
         counter = Counter("c_total", "c", ["k"], registry=reg).labels("a")
         hist = Histogram("h_seconds", "h", ["k"], registry=reg, buckets=buckets).labels("a")
-        add, observe = (adder(counter), observer(hist)) if fast else (counter.inc, hist.observe)
+        gauge = Gauge("g", "g", registry=reg)
+        add, observe, put = ((adder(counter), observer(hist), setter(gauge)) if fast
+                             else (counter.inc, hist.observe, gauge.set))
         for amount in amounts:
             add(amount)
             observe(amount)
+            put(amount)
         return b"\n".join(line for line in generate_latest(reg).splitlines() if b"_created" not in line)
 
     assert exposition(fast=True) == exposition(fast=False)

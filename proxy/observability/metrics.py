@@ -46,7 +46,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _pc_multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from proxy.observability.fast_updates import Update, adder, observer
+from proxy.observability.fast_updates import Update, adder, observer, setter
 from proxy.observability.labels import (
     _MAX_CACHE_RESULTS,
     _MAX_ROUTES,
@@ -232,8 +232,10 @@ class Metrics:
         # below zero, and in multiprocess mode each process owns exactly its share (livesum).
         self._n_in_flight = 0
         self._n_streams = 0
-        self.in_flight.set(0)
-        self.active_streams.set(0)
+        self._set_in_flight = setter(self.in_flight)
+        self._set_streams = setter(self.active_streams)
+        self._set_in_flight(0)
+        self._set_streams(0)
 
         # label tuple -> children
         self._finish_children: dict[tuple, tuple] = {}
@@ -277,10 +279,10 @@ class Metrics:
         """A client request entered the proxy. Pair with exactly one request_finished, whose `stream`
         is True iff this call had stream=True or stream_started() was called for the request."""
         self._n_in_flight += 1
-        self.in_flight.set(self._n_in_flight)
+        self._set_in_flight(self._n_in_flight)
         if stream:
             self._n_streams += 1
-            self.active_streams.set(self._n_streams)
+            self._set_streams(self._n_streams)
 
     def stream_started(self) -> None:
         """The request turned out to be a stream (known only after routing): active streams +1.
@@ -289,7 +291,7 @@ class Metrics:
         then pass ``stream=True`` (and only then), exactly as if it had started as a stream.
         """
         self._n_streams += 1
-        self.active_streams.set(self._n_streams)
+        self._set_streams(self._n_streams)
 
     def request_finished(
         self,
@@ -307,10 +309,10 @@ class Metrics:
         # Gauges first: whatever happens below, what request_started added is taken back.
         if self._n_in_flight > 0:
             self._n_in_flight -= 1
-            self.in_flight.set(self._n_in_flight)
+            self._set_in_flight(self._n_in_flight)
         if stream and self._n_streams > 0:
             self._n_streams -= 1
-            self.active_streams.set(self._n_streams)
+            self._set_streams(self._n_streams)
 
         key = (route, provider, model, status, cache)
         children = self._finish_children.get(key)
