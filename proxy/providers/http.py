@@ -108,8 +108,14 @@ class HTTPConnector(Connector):
         try:
             if response.content_length is not None and response.content_length > limit:
                 raise protocol_error(target.label, f"answer larger than {limit} bytes")
+            content = response.content
+            if content.is_eof():  # it all came with the head (a small answer): no read to await
+                whole = content.read_nowait()
+                if len(whole) > limit:
+                    raise protocol_error(target.label, f"answer larger than {limit} bytes")
+                return whole
             body = bytearray()
-            async for data in response.content.iter_any():
+            async for data in content.iter_any():
                 body += data
                 if len(body) > limit:
                     raise protocol_error(target.label, f"answer larger than {limit} bytes")
