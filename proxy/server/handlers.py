@@ -53,8 +53,12 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     """The whole body within `timeout` (a client trickling it would hold a connection forever),
     decompressed as its Content-Encoding says; every failure is the client's 4xx."""
     try:
-        if request.content.is_eof():  # all of it arrived with the head: no timer to arm
-            return await request.read()
+        content = request.content
+        if content.is_eof():  # all of it arrived with the head: no timer to arm, no read to await
+            body = content.read_nowait()
+            if len(body) > limit:
+                raise _too_large(limit)
+            return body
         async with asyncio.timeout(timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
