@@ -65,6 +65,8 @@ def instructions(dump: Path) -> int:
 def measure(name: str, argv: list[str], port: int, tmp: Path, kinds: list[str], args: argparse.Namespace,
             path: str) -> dict[str, float]:
     out = tmp / f"{name}.callgrind"
+    for stale in tmp.glob(f"{name}.callgrind*"):  # an earlier run's dumps in a --keep directory
+        stale.unlink()
     service = Service(name, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
                              *argv], f"http://127.0.0.1:{port}/healthz", tmp / f"{name}.log", ROOT)
     per_request: dict[str, float] = {}
@@ -79,7 +81,8 @@ def measure(name: str, argv: list[str], port: int, tmp: Path, kinds: list[str], 
             started = time.monotonic()
             send(port, payload, args.requests)
             callgrind(f"--dump={kind}", service.pid)
-            dumps = sorted(tmp.glob(f"{name}.callgrind.*"), key=lambda p: p.stat().st_mtime)
+            # callgrind numbers its dumps .1, .2, ... in the order they were asked for
+            dumps = sorted(tmp.glob(f"{name}.callgrind.*"), key=lambda p: int(p.suffix[1:]))
             per_request[kind] = instructions(dumps[-1]) / args.requests
             print(f"{name} {kind}: {per_request[kind]:,.0f} instructions/request "
                   f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
