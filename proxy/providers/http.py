@@ -50,6 +50,17 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             return None
 
 
+def _answer_too_large(target: Target, limit: int) -> UpstreamError:
+    return protocol_error(target.label, f"answer larger than {limit} bytes")
+
+
+def _expect_event_stream(response: aiohttp.ClientResponse, target: Target) -> None:
+    """A stream's answer must be an event stream; anything else is closed and a 502."""
+    if not response.content_type.startswith("text/event-stream"):
+        response.close()
+        raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
+
+
 class HTTPConnector(Connector):
     session: aiohttp.ClientSession
     _stream_timeout: aiohttp.ClientTimeout
@@ -107,18 +118,18 @@ class HTTPConnector(Connector):
         limit = self.config.max_response_bytes
         try:
             if response.content_length is not None and response.content_length > limit:
-                raise protocol_error(target.label, f"answer larger than {limit} bytes")
+                raise _answer_too_large(target, limit)
             content = response.content
             if content.is_eof():  # it all came with the head (a small answer): no read to await
                 whole = content.read_nowait()
                 if len(whole) > limit:
-                    raise protocol_error(target.label, f"answer larger than {limit} bytes")
+                    raise _answer_too_large(target, limit)
                 return whole
             body = bytearray()
             async for data in content.iter_any():
                 body += data
                 if len(body) > limit:
-                    raise protocol_error(target.label, f"answer larger than {limit} bytes")
+                    raise _answer_too_large(target, limit)
             return bytes(body)
         except (aiohttp.ClientError, OSError) as err:
             raise connection_error(target.label, type(err).__name__) from None
@@ -129,9 +140,7 @@ class HTTPConnector(Connector):
         """The `data` of each SSE event, a list per upstream read (empty lists are skipped).
         Ends when the upstream closes the stream; a cut or a silence past the idle timeout
         raises, as does an event past `max_event_bytes`."""
-        if not response.content_type.startswith("text/event-stream"):
-            response.close()
-            raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
+        _expect_event_stream(response, target)
         parser = SSEParser(self.config.max_event_bytes)
         try:
             async for data in response.content.iter_any():
@@ -150,9 +159,7 @@ class HTTPConnector(Connector):
                   target: Target, end: str = "[DONE]") -> ReadLoop[Batch_co]:
         """The stream's batches off `response` (ReadLoop), once it is an event stream at all.
         `end` names the event that ends the stream, for the error when it never comes."""
-        if not response.content_type.startswith("text/event-stream"):
-            response.close()
-            raise protocol_error(target.label, f"expected text/event-stream, got {response.content_type}")
+        _expect_event_stream(response, target)
         return ReadLoop(self, response, decoder, target, end)
 
     def stream_failure(self, target: Target, err: BaseException) -> UpstreamError:

@@ -28,9 +28,7 @@ from proxy.providers.openai.translate import deltas_of, error_in_body, finish_re
 
 PASSTHROUGH = "openai.completions"  # the wire format the pass-through frames are in
 
-# `sub in data` on bytes first tries `sub` as an integer and builds a TypeError before searching
-# (CPython 3.11's bytes_contains); `data.find(sub)` searches straight away. This module runs on
-# every read of every stream, so it uses find.
+# Searches use `find`, not `in`, for the reason proxy/core/sse.py gives: this runs on every read.
 _NULL_REASON = b'"finish_reason":null'
 _IN_PROGRESS = b'"finish_reason":"stop"'  # the spec's enum has no "not yet" (DESIGN.md)
 _NOT_IN_SPEC = (b',"usage":null', b',"system_fingerprint":null')
