@@ -31,7 +31,7 @@ from .procs import Service, free_port
 from .runner import API_KEY, ROOT, SWITCHYARD_CMD, switchyard_config
 from .scenarios import body
 
-KINDS = {"plain": "plain", "stream": "stream", "stream_each": "stream_each"}  # kind -> scenarios.body variant
+KINDS = ("plain", "stream", "stream_each")  # scenarios.body variants
 READY_SECONDS = 180.0  # starting Python under callgrind takes ~20 s here
 
 
@@ -74,8 +74,7 @@ def measure(name: str, argv: list[str], port: int, tmp: Path, kinds: list[str], 
         service.start()
         service.wait_ready(READY_SECONDS)
         for kind in kinds:
-            target = "naive" if name == "naive" else "switchyard"
-            payload = json.dumps(body(KINDS[kind], target, path)).encode()
+            payload = json.dumps(body(kind, name, path)).encode()  # name is a scenarios target
             send(port, payload, args.warmup)
             callgrind("--zero", service.pid)
             started = time.monotonic()
