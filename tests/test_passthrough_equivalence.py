@@ -132,3 +132,19 @@ def test_generating_chunks_take_the_whole_region_rewrite(head_first):
     assert rewritten.count(b'"finish_reason":"stop"') == 3 and b"null," not in rewritten.replace(b'"logprobs":null', b"")
     sloppy = upstream_stream(["a", "b", "c", "d"], head_first=head_first, no_model_at=1)
     assert rewrite_in_progress(b"\n\n".join(sloppy.split(b"\n\n")[:3])) is None
+
+
+@pytest.mark.parametrize(("texts", "seen"), [
+    (["a", "b", "c"], True),
+    (["", "", "c"], True),  # a role-only first chunk, then text: content after all
+    (["", "", ""], False),  # nothing to show yet: a failure now may still fall back
+])
+def test_the_bulk_rewrite_says_whether_content_was_seen(texts, seen):
+    """Before the first content a broken stream can still go to the next candidate; after it,
+    it cannot. A read of generating chunks only (the bulk rewrite) must tell the two apart."""
+    data = upstream_stream([*texts, "end"])
+    region = b"\n\n".join(data.split(b"\n\n")[:len(texts)]) + b"\n\n"
+    translate = StreamTranslator(TARGET)
+    translate.feed(region)
+    assert translate.content_seen is seen
+    assert translate.take().count(b'"finish_reason":"stop"') == len(texts)

@@ -32,6 +32,7 @@ PASSTHROUGH = "openai.completions"  # the wire format the pass-through frames ar
 _NULL_REASON = b'"finish_reason":null'
 _IN_PROGRESS = b'"finish_reason":"stop"'  # the spec's enum has no "not yet" (DESIGN.md)
 _NOT_IN_SPEC = (b',"usage":null', b',"system_fingerprint":null')
+_EMPTY_TEXT = b'"text":""'  # a chunk with nothing to show yet (a role-only first chunk, say)
 _decoder = msgspec.json.Decoder(wire.UpstreamCompletion)
 
 
@@ -191,9 +192,12 @@ class StreamTranslator:
     def _bulk(self, region: bytes, rewritten: bytes) -> None:
         self.output += rewritten
         self.output += b"\n\n"
-        if not self.content_seen and (region.find(b'"text":""') == -1 or
-                                      region.count(b'"text":""') <= region.count(b"\n\n")):
-            self.content_seen = True
+        if not self.content_seen:
+            # Usually the first event has text: look there before searching the whole region.
+            first = region.find(b"\n\n")
+            if (region.find(_EMPTY_TEXT, 0, len(region) if first == -1 else first) == -1
+                    or region.count(_EMPTY_TEXT) <= region.count(b"\n\n")):
+                self.content_seen = True
 
     def _events(self, events: Iterator[bytes]) -> None:
         for event in events:
@@ -207,7 +211,7 @@ class StreamTranslator:
             if fast is not None:
                 self._flush_held()
                 self.output += fast
-                if not self.content_seen and event.find(b'"text":""') == -1:
+                if not self.content_seen and event.find(_EMPTY_TEXT) == -1:
                     self.content_seen = True
                 continue
             self._parsed(event)
@@ -219,12 +223,12 @@ class StreamTranslator:
             raise protocol_error(self.target.label, "undecodable stream event") from None
         if upstream.error is not None:
             raise error_in_body(self.target, upstream.error)
-        chunk = _chunk_of(upstream, self.target)
         if self.held is not None:
-            if not chunk.choices and chunk.usage is not None:
-                self.held.usage = chunk.usage
+            if not upstream.choices and upstream.usage is not None:  # the usage chunk: folded in
+                self.held.usage = upstream.usage
                 return
             self._flush_held()
+        chunk = _chunk_of(upstream, self.target)
         if any(c.finish_reason for c in upstream.choices):
             self.held = chunk
             self.content_seen = True
