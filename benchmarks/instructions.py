@@ -13,6 +13,10 @@ whether a change to the proxy's own code made it cheaper, and by how much.
 For each target: start it under callgrind, send `--warmup` requests of a kind, zero the counters
 (`callgrind_control --zero`), send `--requests` more, dump (`--dump`), and divide. The mock
 upstream runs normally. Needs valgrind (Debian's `valgrind` package); the run takes a few minutes.
+
+`--budget` also measures Switchyard with each part of `benchmarks.ablate` left out in turn, then
+with all of them: what each part costs a request, and what the rest of the proxy costs without
+any of them (about a minute per part and kind).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .ablate import PARTS
 from .procs import Service, free_port
 from .runner import API_KEY, ROOT, SWITCHYARD_CMD, switchyard_config
 from .scenarios import body
@@ -63,12 +68,15 @@ def instructions(dump: Path) -> int:
 
 
 def measure(name: str, argv: list[str], port: int, tmp: Path, kinds: list[str], args: argparse.Namespace,
-            path: str) -> dict[str, float]:
-    out = tmp / f"{name}.callgrind"
-    for stale in tmp.glob(f"{name}.callgrind*"):  # an earlier run's dumps in a --keep directory
+            path: str, label: str | None = None) -> dict[str, float]:
+    """`name`: the scenarios target the requests are written for; `label` (default: the name)
+    names the run's dumps, log and progress lines."""
+    label = label or name
+    out = tmp / f"{label}.callgrind"
+    for stale in tmp.glob(f"{label}.callgrind*"):  # an earlier run's dumps in a --keep directory
         stale.unlink()
-    service = Service(name, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-                             *argv], f"http://127.0.0.1:{port}/healthz", tmp / f"{name}.log", ROOT)
+    service = Service(label, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+                              *argv], f"http://127.0.0.1:{port}/healthz", tmp / f"{label}.log", ROOT)
     per_request: dict[str, float] = {}
     try:
         service.start()
@@ -81,9 +89,9 @@ def measure(name: str, argv: list[str], port: int, tmp: Path, kinds: list[str], 
             send(port, payload, args.requests)
             callgrind(f"--dump={kind}", service.pid)
             # callgrind numbers its dumps .1, .2, ... in the order they were asked for
-            dumps = sorted(tmp.glob(f"{name}.callgrind.*"), key=lambda p: int(p.suffix[1:]))
+            dumps = sorted(tmp.glob(f"{label}.callgrind.*"), key=lambda p: int(p.suffix[1:]))
             per_request[kind] = instructions(dumps[-1]) / args.requests
-            print(f"{name} {kind}: {per_request[kind]:,.0f} instructions/request "
+            print(f"{label} {kind}: {per_request[kind]:,.0f} instructions/request "
                   f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
     finally:
         service.stop()
@@ -98,6 +106,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="directory to keep the callgrind dumps in, for callgrind_annotate")
     ap.add_argument("--target", action="append", choices=["naive", "switchyard"],
                     help="targets to measure (default: both, and their ratio)")
+    ap.add_argument("--budget", action="store_true",
+                    help="also measure Switchyard without each part of benchmarks.ablate, and without all")
     args = ap.parse_args()
     missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
     if missing:
@@ -123,8 +133,16 @@ def main() -> None:
                 naive = measure("naive", [sys.executable, "-m", "benchmarks.naive_proxy", "--port", str(naive_port),
                                       "--upstream", f"http://127.0.0.1:{mock_port}/v1"],
                                 naive_port, tmp, kinds, args, "openai")
-            if "switchyard" in targets:
+            if "switchyard" in targets or args.budget:
                 ours = measure("switchyard", [*SWITCHYARD_CMD, str(config)], sy_port, tmp, kinds, args, "openai")
+            without: dict[str, dict[str, float]] = {}
+            if args.budget:
+                for parts in [[part] for part in PARTS] + [list(PARTS)]:
+                    argv = [sys.executable, "-m", "benchmarks.ablate", *(f"--without={p}" for p in parts),
+                            "--config", str(config)]
+                    label = parts[0] if len(parts) == 1 else "all"
+                    without[label] = measure("switchyard", argv, sy_port, tmp, kinds, args, "openai",
+                                             label=f"without-{label}")
         finally:
             mock.stop()
     print("| Request kind | naive, instructions/request | Switchyard | ratio |")
@@ -133,6 +151,23 @@ def main() -> None:
         cells = [f"{row[kind]:,.0f}" if kind in row else "—" for row in (naive, ours)]
         ratio = f"{ours[kind] / naive[kind]:.2f}×" if kind in naive and kind in ours else "—"
         print(f"| {kind} | {cells[0]} | {cells[1]} | {ratio} |")
+    if without:
+        print_budget(kinds, naive, ours, without)
+
+
+def print_budget(kinds: list[str], naive: dict[str, float], ours: dict[str, float],
+                 without: dict[str, dict[str, float]]) -> None:
+    """Instructions each part costs a request (Switchyard with it minus without it), then what is
+    left with every part out, and that as a ratio to the naive proxy when it was measured."""
+    print()
+    print("| Left out | " + " | ".join(f"{kind}: instructions saved" for kind in kinds) + " |")
+    print("|---|" + "---:|" * len(kinds))
+    for part, (what, _) in PARTS.items():
+        saved = [f"{ours[kind] - without[part][kind]:,.0f}" for kind in kinds]
+        print(f"| {part}: {what} | " + " | ".join(saved) + " |")
+    left = [f"{without['all'][kind]:,.0f} left" + (f" ({without['all'][kind] / naive[kind]:.2f}× naive)"
+                                                    if kind in naive else "") for kind in kinds]
+    print(f"| all of them ({', '.join(PARTS)}) | " + " | ".join(left) + " |")
 
 
 if __name__ == "__main__":
