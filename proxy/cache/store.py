@@ -13,7 +13,6 @@ from urllib.parse import urlparse
 
 import msgspec
 import structlog
-from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
 
 from proxy.cache.memory import BoundedMemoryCache
@@ -36,6 +35,9 @@ def _backend(config: CacheConfig) -> Any:
     if config.backend == "memory":
         return BoundedMemoryCache(config.max_entries, config.max_bytes, namespace=config.namespace,
                                   timeout=None)
+    # Imported only when configured (proxy/cache/__init__.py says why).
+    from aiocache.backends.redis import RedisCache
+
     url = urlparse(config.url or "")
     return RedisCache(
         endpoint=url.hostname or "127.0.0.1",

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from proxy.config import BreakerConfig
 from proxy.core.errors import FailureKind, UpstreamError
 from proxy.core.target import Target
 from proxy.health.circuit import Admission, LocalCircuits, State, Transition, View
-from proxy.health.shared import SharedCircuits
 from proxy.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from proxy.health.shared import SharedCircuits
 
 _COUNTED_KINDS = frozenset({FailureKind.timeout, FailureKind.connection, FailureKind.protocol})
 PROVIDER_WIDE = "*"  # the model label of a per-provider circuit
@@ -31,8 +34,12 @@ class Breakers:
     def __init__(self, policy: BreakerConfig, metrics: Metrics) -> None:
         self.policy = policy
         self.metrics = metrics
-        self.store: LocalCircuits | SharedCircuits = (
-            SharedCircuits(policy) if policy.redis is not None else LocalCircuits(policy))
+        self.store: LocalCircuits | SharedCircuits = LocalCircuits(policy)
+        if policy.redis is not None:
+            # Imported only when configured: it loads redis-py (proxy/cache/__init__.py).
+            from proxy.health.shared import SharedCircuits
+
+            self.store = SharedCircuits(policy)
         self.per_provider = policy.scope == "provider"
         self._tasks: set[asyncio.Task[None]] = set()  # releases in flight, held until done
 

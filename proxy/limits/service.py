@@ -26,7 +26,6 @@ from proxy.core.errors import ErrorCode, ErrorType, ProxyError
 from proxy.limits.headers import ratelimit_headers
 from proxy.limits.memory_store import MemoryStore
 from proxy.limits.pricing import Pricing
-from proxy.limits.redis_store import RedisStore
 from proxy.limits.rules import BUDGETS, Check, Rules, period_end
 from proxy.limits.store import Admission, Store
 from proxy.observability.metrics import Metrics
@@ -61,6 +60,9 @@ def _store(config: Config) -> Store:
     limits = config.limits
     if limits.backend == "redis":
         assert limits.redis_url is not None  # the config check fills it in or refuses
+        # Imported only when configured: it loads redis-py (proxy/cache/__init__.py).
+        from proxy.limits.redis_store import RedisStore
+
         return RedisStore(limits.redis_url, limits.timeout_seconds)
     return MemoryStore()
 
