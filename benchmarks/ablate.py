@@ -49,7 +49,10 @@ _IDLE_STAGES = ("AuthorizeStage", "LimitStage", "TemplatingStage", "KnowledgeSta
 
 def _without_idle_stages(compose: Callable[..., Any]) -> Callable[..., Any]:
     def composed(stages: list[Any], last: Any) -> Any:
-        return compose([s for s in stages if type(s).__name__ not in _IDLE_STAGES], last)
+        kept = [s for s in stages if type(s).__name__ not in _IDLE_STAGES]
+        if len(stages) - len(kept) != len(_IDLE_STAGES):  # a stage renamed or gone: say so, as apply() does
+            raise SystemExit(f"the pipeline no longer has all of {', '.join(_IDLE_STAGES)}")
+        return compose(kept, last)
 
     return composed
 

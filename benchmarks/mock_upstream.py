@@ -209,5 +209,6 @@ def main(argv: list[str] | None = None) -> None:
     defaults = Defaults(args.events, args.write == "each" or args.delay_ms > 0, args.delay_ms / 1000)
     serve_forked(args.processes, lambda: uvloop.run(serve(args.host, args.port, defaults)))
 
+
 if __name__ == "__main__":
     main()

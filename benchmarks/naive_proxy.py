@@ -60,6 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     serve_forked(args.processes, lambda: _run(args))
 
+
 def _run(args: argparse.Namespace) -> None:
     web.run_app(
         make_app(args.upstream),

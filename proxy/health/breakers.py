@@ -34,12 +34,14 @@ class Breakers:
     def __init__(self, policy: BreakerConfig, metrics: Metrics) -> None:
         self.policy = policy
         self.metrics = metrics
-        self.store: LocalCircuits | SharedCircuits = LocalCircuits(policy)
+        self.store: LocalCircuits | SharedCircuits
         if policy.redis is not None:
             # Imported only when configured: it loads redis-py (proxy/cache/__init__.py).
             from proxy.health.shared import SharedCircuits
 
             self.store = SharedCircuits(policy)
+        else:
+            self.store = LocalCircuits(policy)
         self.per_provider = policy.scope == "provider"
         self._tasks: set[asyncio.Task[None]] = set()  # releases in flight, held until done
 
